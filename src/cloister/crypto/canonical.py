@@ -1,0 +1,46 @@
+"""The one canonical JSON encoding, used for everything that is hashed or signed.
+
+Keys sorted, no insignificant white space, UTF-8, integers only (floats have more than one spelling, so they are
+refused), no NaN. Equal values always give equal bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from cloister.errors import MalformedInput
+
+
+def _check(value: Any, path: str) -> None:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    if isinstance(value, int):
+        return
+    if isinstance(value, float):
+        raise MalformedInput(f"canonical JSON has no floats (at {path}); use integers in base units or strings")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise MalformedInput(f"canonical JSON object keys must be strings (at {path})")
+            _check(item, f"{path}.{key}")
+        return
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check(item, f"{path}[{index}]")
+        return
+    raise MalformedInput(f"{type(value).__name__} is not a JSON value (at {path})")
+
+
+def canonical_json(value: Any) -> bytes:
+    """Encode ``value`` canonically; raise :class:`MalformedInput` for anything with two spellings."""
+    _check(value, "$")
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse JSON text, turning every parse failure into :class:`MalformedInput`."""
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedInput(f"not valid JSON: {exc}") from None

@@ -1,0 +1,262 @@
+"""The one error hierarchy of Cloister.
+
+Every failure a user can meet is a subclass of :class:`CloisterError`. Each class has a stable ``code`` (used on
+the wire, so an HTTP client raises the same class the server raised) and a message that says what to do next.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class CloisterError(Exception):
+    """Base of every error Cloister raises on purpose."""
+
+    code: ClassVar[str] = "error"
+    http_status: ClassVar[int] = 400
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form: ``{"error": {"code", "message", "details"}}``."""
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+    @staticmethod
+    def from_json(body: Any, *, fallback_status: int = 500) -> CloisterError:
+        """Rebuild the typed error a server sent; unknown codes become a plain :class:`RemoteError`."""
+        try:
+            err = body["error"]
+            code, message = str(err["code"]), str(err["message"])
+            details = err.get("details") or {}
+            if not isinstance(details, dict):
+                details = {}
+        except (KeyError, TypeError):
+            return RemoteError(f"server answered HTTP {fallback_status} without a Cloister error body")
+        cls = _BY_CODE.get(code, RemoteError)
+        return cls(message, **details)
+
+
+# --- usage and configuration -------------------------------------------------------------------------------
+
+
+class ConfigError(CloisterError):
+    """Something about the local set-up is missing or wrong (home folder, devnet, endpoint)."""
+
+    code = "config"
+
+
+class RemoteError(CloisterError):
+    """A server answered with an error this client does not know by name."""
+
+    code = "remote"
+    http_status = 502
+
+
+class ServiceUnavailable(CloisterError):
+    """A server could not be reached or did not answer in time."""
+
+    code = "unavailable"
+    http_status = 503
+
+
+class BadRequest(CloisterError):
+    """A request body was malformed (not JSON, wrong shape, wrong types)."""
+
+    code = "bad_request"
+
+
+class PayloadTooLarge(CloisterError):
+    """A request body was larger than the server accepts."""
+
+    code = "payload_too_large"
+    http_status = 413
+
+
+# --- cryptography --------------------------------------------------------------------------------------------
+
+
+class CryptoError(CloisterError):
+    """A cryptographic check failed."""
+
+    code = "crypto"
+
+
+class IntegrityError(CryptoError):
+    """Content was tampered with, truncated, reordered or spliced, or the key or AAD is wrong."""
+
+    code = "integrity"
+
+
+class DigestMismatch(IntegrityError):
+    """Bytes did not hash to the digest they were announced with."""
+
+    code = "digest_mismatch"
+
+
+class InvalidSignature(CryptoError):
+    """A signature did not verify against the claimed key."""
+
+    code = "invalid_signature"
+
+
+class MalformedInput(CryptoError):
+    """Bytes or text could not be parsed (wrong length, wrong prefix, not the format expected)."""
+
+    code = "malformed"
+
+
+# --- keystore ------------------------------------------------------------------------------------------------
+
+
+class KeystoreError(CloisterError):
+    """Local key material is missing, unreadable or already present."""
+
+    code = "keystore"
+
+
+class AccountNotFound(KeystoreError):
+    code = "account_not_found"
+    http_status = 404
+
+
+class AccountExists(KeystoreError):
+    code = "account_exists"
+    http_status = 409
+
+
+class KeyNotFound(KeystoreError):
+    code = "key_not_found"
+    http_status = 404
+
+
+# --- storage -------------------------------------------------------------------------------------------------
+
+
+class StorageError(CloisterError):
+    """The blob store failed or refused."""
+
+    code = "storage"
+    http_status = 502
+
+
+class BlobNotFound(StorageError):
+    code = "blob_not_found"
+    http_status = 404
+
+
+# --- ledger --------------------------------------------------------------------------------------------------
+
+
+class LedgerError(CloisterError):
+    """Base of ledger failures."""
+
+    code = "ledger"
+
+
+class TransactionRejected(LedgerError):
+    """The ledger refused a transaction; nothing was recorded."""
+
+    code = "rejected"
+
+
+class InvalidTransaction(TransactionRejected):
+    """The transaction is malformed: unknown type, missing or ill-typed fields."""
+
+    code = "invalid_transaction"
+
+
+class SignatureRejected(TransactionRejected):
+    """The transaction's signature or public key does not match its sender."""
+
+    code = "bad_signature"
+    http_status = 401
+
+
+class WrongChain(TransactionRejected):
+    """The transaction names a different chain id than this ledger's."""
+
+    code = "wrong_chain"
+
+
+class NonceMismatch(TransactionRejected):
+    """The nonce is not the sender's next one: a replay, or a skipped nonce."""
+
+    code = "nonce_mismatch"
+    http_status = 409
+
+
+class InsufficientFunds(TransactionRejected):
+    code = "insufficient_funds"
+    http_status = 402
+
+
+class RecordNotFound(TransactionRejected):
+    """A transaction or query named an account, offer, machine or order that does not exist."""
+
+    code = "not_found"
+    http_status = 404
+
+
+class RecordExists(TransactionRejected):
+    code = "exists"
+    http_status = 409
+
+
+class NotAuthorized(TransactionRejected):
+    """The sender is not allowed to do this to that record (not its owner, provider or assignee)."""
+
+    code = "not_authorized"
+    http_status = 403
+
+
+class RestrictionViolated(TransactionRejected):
+    """An offer's restriction (platform, region, engine digest, lease length) forbids the order."""
+
+    code = "restriction_violated"
+    http_status = 422
+
+
+class InvalidState(TransactionRejected):
+    """The record is not in a state that allows this transition."""
+
+    code = "invalid_state"
+    http_status = 409
+
+
+class NoEligibleMachine(TransactionRejected):
+    """No registered, live machine satisfies every restriction of the order."""
+
+    code = "no_eligible_machine"
+    http_status = 422
+
+
+class LedgerCorrupted(LedgerError):
+    """The stored log does not replay to the stored state; ``height`` names the first bad entry."""
+
+    code = "corrupted"
+    http_status = 500
+
+    def __init__(self, message: str, *, height: int, **details: Any) -> None:
+        super().__init__(message, height=height, **details)
+        self.height = height
+
+
+def _collect(cls: type[CloisterError]) -> dict[str, type[CloisterError]]:
+    found = {cls.code: cls}
+    for sub in cls.__subclasses__():
+        found.update(_collect(sub))
+    return found
+
+
+_BY_CODE: dict[str, type[CloisterError]] = {}
+
+
+def register_codes() -> None:
+    """Index every subclass by code; called at import and again by modules that add subclasses."""
+    _BY_CODE.update(_collect(CloisterError))
+
+
+register_codes()
