@@ -1,0 +1,3 @@
+from cloister.cli.main import main
+
+main()

@@ -1,0 +1,55 @@
+"""`cloister devnet …`: a whole network on this machine, detached from the terminal."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cloister.cli.common import console, options, print_json
+from cloister.client.devnet import Devnet
+
+app = typer.Typer(help="Start, stop and inspect the local devnet.", no_args_is_help=True)
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+@app.command()
+def up(
+    ctx: typer.Context,
+    port: Annotated[int | None, typer.Option(help="Ledger port on 127.0.0.1 (default: a free one).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Start the ledger server and the local blob store under $CLOISTER_HOME/devnet."""
+    info = Devnet(options(ctx).resolved_home).up(port=port)
+    if as_json:
+        print_json(info)
+        return
+    console.print(f"devnet [green]up[/]: ledger {info['ledger_url']} chain {info['chain_id']}")
+    console.print(f"blobs {info['blob_store']}; log {info['log']}")
+
+
+@app.command()
+def down(ctx: typer.Context) -> None:
+    """Stop the devnet's ledger server (its data stays for the next `up`)."""
+    stopped = Devnet(options(ctx).resolved_home).down()
+    console.print("devnet stopped" if stopped else "devnet was not running")
+
+
+@app.command()
+def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Is the devnet running, where, and at what height."""
+    state = Devnet(options(ctx).resolved_home).status()
+    if as_json:
+        print_json(
+            {"running": state.running, **state.info, "head": state.head.to_json() if state.head else None}
+        )
+        return
+    if not state.running:
+        console.print("devnet is [red]not running[/]; start it with `cloister devnet up`")
+        raise typer.Exit(1)
+    table = Table(show_header=False)
+    for key in ("ledger_url", "chain_id", "blob_store", "pid", "log"):
+        table.add_row(key, str(state.info.get(key, "")))
+    table.add_row("height", str(state.head.height) if state.head else "not answering")
+    console.print(table)

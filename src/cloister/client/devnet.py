@@ -1,0 +1,167 @@
+"""A one-machine network under ``<home>/devnet``: the embedded ledger served over HTTP and a local blob store.
+
+The ledger server runs detached (its own session), logs to ``ledger.log`` and records its pid in ``ledger.pid``,
+so the devnet outlives the command that started it and ``cloister devnet down`` can stop it from anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cloister.client.config import devnet_file, read_devnet_file
+from cloister.errors import ConfigError, ServiceUnavailable
+from cloister.ledger.embedded import EmbeddedLedger
+from cloister.ledger.genesis import Genesis
+from cloister.ledger.http import HttpLedger
+from cloister.ledger.protocol import Head
+from cloister.storage.local import LocalBlobStore
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child (started by this very process) counts as gone.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+
+@dataclass(frozen=True)
+class DevnetStatus:
+    running: bool
+    info: dict[str, Any]
+    head: Head | None
+
+
+class Devnet:
+    """Start, stop and inspect the devnet of one Cloister home."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.dir = home / "devnet"
+
+    @property
+    def db_path(self) -> Path:
+        return self.dir / "ledger.db"
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "ledger.log"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.dir / "ledger.pid"
+
+    @property
+    def blobs_path(self) -> Path:
+        return self.dir / "blobs"
+
+    def _pid(self) -> int | None:
+        try:
+            return int(self.pid_path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def is_running(self) -> bool:
+        pid = self._pid()
+        return pid is not None and _alive(pid)
+
+    def up(self, *, port: int | None = None, timeout: float = 30.0) -> dict[str, Any]:
+        """Create the devnet on first use, start its ledger server, and wait until it answers."""
+        if self.is_running():
+            info = read_devnet_file(self.home)
+            if info:
+                return info
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        LocalBlobStore(self.blobs_path)
+        if not self.db_path.exists():
+            EmbeddedLedger.create(self.db_path, Genesis.devnet(int(time.time()))).close()
+        port = port or _free_port()
+        url = f"http://127.0.0.1:{port}"
+        command = [sys.executable, "-m", "cloister", "ledger", "serve", "--db", str(self.db_path), "--port", str(port)]
+        with self.log_path.open("ab") as log:
+            process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        self.pid_path.write_text(str(process.pid))
+        chain_id, _ = self._wait_ready(url, process, timeout)
+        info = {
+            "ledger_url": url,
+            "blob_store": self.blobs_path.resolve().as_uri(),
+            "chain_id": chain_id,
+            "pid": process.pid,
+            "log": str(self.log_path),
+        }
+        devnet_file(self.home).write_text(json.dumps(info, indent=2))
+        return info
+
+    def _wait_ready(self, url: str, process: subprocess.Popen[bytes], timeout: float) -> tuple[str, Head]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise ServiceUnavailable(f"the ledger server exited at start-up:\n{self.log_tail()}")
+            try:
+                with HttpLedger(url, timeout=2.0) as ledger:
+                    return ledger.chain_id, ledger.head()
+            except ServiceUnavailable:
+                time.sleep(0.1)
+        process.kill()
+        raise ServiceUnavailable(f"the ledger server did not answer within {timeout:.0f}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def down(self, timeout: float = 10.0) -> bool:
+        """Stop the ledger server; True if one was running. The devnet's data stays for the next `up`."""
+        pid = self._pid()
+        running = pid is not None and _alive(pid)
+        if pid is not None and running:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        self.pid_path.unlink(missing_ok=True)
+        devnet_file(self.home).unlink(missing_ok=True)
+        return running
+
+    def status(self) -> DevnetStatus:
+        info = read_devnet_file(self.home) or {}
+        if not self.is_running() or not info:
+            return DevnetStatus(False, info, None)
+        try:
+            with HttpLedger(str(info["ledger_url"]), timeout=2.0) as ledger:
+                return DevnetStatus(True, info, ledger.head())
+        except (ServiceUnavailable, KeyError):
+            return DevnetStatus(True, info, None)
+
+    def require_running(self) -> dict[str, Any]:
+        info = read_devnet_file(self.home)
+        if not info or not self.is_running():
+            raise ConfigError(f"no devnet is running in {self.home}; start it with `cloister devnet up`")
+        return info
