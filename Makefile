@@ -22,7 +22,7 @@ $(MODEL_STAMP): $(STAMP)
 demo: $(MODEL_STAMP)
 	$(BIN)/cloister demo
 
-test: $(STAMP)
+test: $(MODEL_STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
