@@ -7,7 +7,8 @@ from cloister.ledger.amounts import format_amount, parse_amount
 
 
 @pytest.mark.parametrize(
-    ("text", "units"), [("2", 2_000_000), ("0.25", 250_000), ("0", 0), ("1.000001", 1_000_001), (3, 3_000_000)]
+    ("text", "units"),
+    [("2", 2_000_000), ("0.25", 250_000), ("0", 0), ("1.000001", 1_000_001), (3, 3_000_000)],
 )
 def test_parse_and_format_round_trip(text: str | int, units: int) -> None:
     assert parse_amount(text) == units

@@ -43,7 +43,7 @@ def write_private_file(path: Path, data: bytes, *, overwrite: bool = False) -> N
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        Path(tmp).replace(path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -88,9 +88,7 @@ class Keystore:
     @staticmethod
     def check_name(name: str) -> str:
         if not _NAME_RE.match(name):
-            raise ConfigError(
-                f"account name {name!r} is not allowed: use 1-32 lower-case letters, digits, '-' or '_'"
-            )
+            raise ConfigError(f"account name {name!r} is not allowed: use 1-32 lower-case letters, digits, '-' or '_'")
         return name
 
     def _account_path(self, name: str) -> Path:
@@ -103,7 +101,12 @@ class Keystore:
             raise AccountExists(f"account {name!r} already exists in {self.home}")
         identity = Identity.generate()
         signing, sealing = identity.private_bytes()
-        body = {"name": name, "address": identity.address, "signing_key": signing.hex(), "sealing_key": sealing.hex()}
+        body = {
+            "name": name,
+            "address": identity.address,
+            "signing_key": signing.hex(),
+            "sealing_key": sealing.hex(),
+        }
         write_private_file(path, json.dumps(body, indent=2).encode())
         if self.default_account_name() is None:
             self.set_default_account(name)

@@ -61,8 +61,20 @@ def test_publish_list_download_verify_export(home: Path, tmp_path: Path) -> None
     model.write_bytes(os.urandom(3 * (1 << 20) + 17))
     offer = json.loads(
         run(
-            home, "-a", "alice", "offer", "publish", "model", str(model), "--price-per-hour", "2",
-            "--allow-platform", "sim", "--max-lease-hours", "24", "--json",
+            home,
+            "-a",
+            "alice",
+            "offer",
+            "publish",
+            "model",
+            str(model),
+            "--price-per-hour",
+            "2",
+            "--allow-platform",
+            "sim",
+            "--max-lease-hours",
+            "24",
+            "--json",
         ).stdout
     )
     assert offer["kind"] == "model" and offer["pricing"]["amount"] == 2_000_000
@@ -77,7 +89,17 @@ def test_publish_list_download_verify_export(home: Path, tmp_path: Path) -> None
     run(home, "-a", "alice", "content", "download", offer["content_digest"], "-o", str(out))
     assert out.read_bytes() == model.read_bytes()
 
-    refused = run(home, "-a", "bob", "content", "download", offer["content_digest"], "-o", str(tmp_path / "x"), check=False)
+    refused = run(
+        home,
+        "-a",
+        "bob",
+        "content",
+        "download",
+        offer["content_digest"],
+        "-o",
+        str(tmp_path / "x"),
+        check=False,
+    )
     assert refused.returncode == 1 and "only its owner" in refused.stderr
     assert not (tmp_path / "x").exists()
 

@@ -35,7 +35,11 @@ def test_round_trip_and_hash() -> None:
 def test_any_change_breaks_the_signature() -> None:
     alice = Identity.generate()
     body = signed_by(alice).to_json()
-    for field, value in (("nonce", 2), ("chain_id", "other"), ("payload", {"to": alice.address, "amount": 2})):
+    for field, value in (
+        ("nonce", 2),
+        ("chain_id", "other"),
+        ("payload", {"to": alice.address, "amount": 2}),
+    ):
         tampered = {**body, "tx": {**body["tx"], field: value}}
         with pytest.raises(SignatureRejected):
             SignedTransaction.from_json(tampered).verify()

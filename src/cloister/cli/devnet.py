@@ -41,9 +41,7 @@ def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     """Is the devnet running, where, and at what height."""
     state = Devnet(options(ctx).resolved_home).status()
     if as_json:
-        print_json(
-            {"running": state.running, **state.info, "head": state.head.to_json() if state.head else None}
-        )
+        print_json({"running": state.running, **state.info, "head": state.head.to_json() if state.head else None})
         return
     if not state.running:
         console.print("devnet is [red]not running[/]; start it with `cloister devnet up`")

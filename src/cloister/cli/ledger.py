@@ -46,7 +46,14 @@ def verify(ctx: typer.Context, db: DbOption = None, as_json: Annotated[bool, typ
     """Replay the whole log from genesis: hash chain, signatures, contract results and stored state."""
     report = verify_ledger(_db(ctx, db))
     if as_json:
-        print_json({"ok": True, "height": report.height, "head_hash": report.head_hash, "state_root": report.state_root})
+        print_json(
+            {
+                "ok": True,
+                "height": report.height,
+                "head_hash": report.head_hash,
+                "state_root": report.state_root,
+            }
+        )
         return
     console.print(f"[green]ledger verified[/]: {report.height} blocks replayed, head {report.head_hash}")
     console.print(f"state root {report.state_root}")

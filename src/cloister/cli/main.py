@@ -37,17 +37,23 @@ def _version(value: bool) -> None:
 def root(
     ctx: typer.Context,
     home: Annotated[
-        Path | None, typer.Option(envvar="CLOISTER_HOME", help="Keystore and devnet folder [default: ~/.cloister].")
+        Path | None,
+        typer.Option(envvar="CLOISTER_HOME", help="Keystore and devnet folder [default: ~/.cloister]."),
     ] = None,
     account_name: Annotated[
         str | None, typer.Option("--account", "-a", envvar="CLOISTER_ACCOUNT", help="Account to act as.")
     ] = None,
     ledger_url: Annotated[
-        str | None, typer.Option("--ledger", envvar="CLOISTER_LEDGER", help="Ledger URL [default: the devnet's].")
+        str | None,
+        typer.Option("--ledger", envvar="CLOISTER_LEDGER", help="Ledger URL [default: the devnet's]."),
     ] = None,
     blob_store: Annotated[
         str | None,
-        typer.Option("--blobs", envvar="CLOISTER_BLOBS", help="Blob store: a folder or s3://bucket [default: devnet's]."),
+        typer.Option(
+            "--blobs",
+            envvar="CLOISTER_BLOBS",
+            help="Blob store: a folder or s3://bucket [default: devnet's].",
+        ),
     ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")

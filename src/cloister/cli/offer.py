@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -20,20 +20,22 @@ app = typer.Typer(help="Publish and browse offers.", no_args_is_help=True)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
-class ContentKind(str, Enum):
+class ContentKind(StrEnum):
     model = "model"
     dataset = "dataset"
     engine = "engine"
 
 
-def pricing_from_options(
-    per_hour: str | None, fixed: str | None, free: bool, revenue_share: str | None
-) -> Pricing:
-    chosen = [name for name, value in (("per-hour", per_hour), ("fixed", fixed), ("revenue-share", revenue_share)) if value]
+def pricing_from_options(per_hour: str | None, fixed: str | None, free: bool, revenue_share: str | None) -> Pricing:
+    chosen = [
+        name for name, value in (("per-hour", per_hour), ("fixed", fixed), ("revenue-share", revenue_share)) if value
+    ]
     if free:
         chosen.append("free")
     if len(chosen) != 1:
-        raise ConfigError("choose exactly one price: --price-per-hour X, --price-fixed X, --free or --revenue-share PCT")
+        raise ConfigError(
+            "choose exactly one price: --price-per-hour X, --price-fixed X, --free or --revenue-share PCT"
+        )
     if per_hour:
         return Pricing("per_hour", parse_amount(per_hour), 0)
     if fixed:
@@ -70,9 +72,7 @@ def publish(
     revenue_share: Annotated[str | None, typer.Option(help="Percent of inference revenue.")] = None,
     allow_platform: Annotated[list[str] | None, typer.Option(help="TEE platform allowed to read it (repeat).")] = None,
     allow_region: Annotated[list[str] | None, typer.Option(help="Region allowed to run it (repeat).")] = None,
-    allow_engine: Annotated[
-        list[str] | None, typer.Option(help="Engine digest allowed to read it (repeat).")
-    ] = None,
+    allow_engine: Annotated[list[str] | None, typer.Option(help="Engine digest allowed to read it (repeat).")] = None,
     max_lease_hours: Annotated[int | None, typer.Option(min=1, help="Longest lease an order may ask for.")] = None,
     name: Annotated[str | None, typer.Option(help="Display name (default: the file name).")] = None,
     description: Annotated[str, typer.Option(help="What it is, for the market listing.")] = "",

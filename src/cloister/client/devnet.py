@@ -99,10 +99,24 @@ class Devnet:
             EmbeddedLedger.create(self.db_path, Genesis.devnet(int(time.time()))).close()
         port = port or _free_port()
         url = f"http://127.0.0.1:{port}"
-        command = [sys.executable, "-m", "cloister", "ledger", "serve", "--db", str(self.db_path), "--port", str(port)]
+        command = [
+            sys.executable,
+            "-m",
+            "cloister",
+            "ledger",
+            "serve",
+            "--db",
+            str(self.db_path),
+            "--port",
+            str(port),
+        ]
         with self.log_path.open("ab") as log:
             process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         self.pid_path.write_text(str(process.pid))
         chain_id, _ = self._wait_ready(url, process, timeout)

@@ -162,7 +162,9 @@ class Client:
                 raise DigestMismatch(f"{path} changed while it was being published; publish it again")
             with sealed_path.open("rb") as ciphertext:
                 ref = self.store.put(ciphertext, progress=self.progress("uploading", sealed.ciphertext_size))
-        self.keystore.put_content_key(digest, key, account=self.account_name or self.keystore.default_account_name() or "")
+        self.keystore.put_content_key(
+            digest, key, account=self.account_name or self.keystore.default_account_name() or ""
+        )
         receipt = self.wallet.send(
             CreateOffer(
                 kind=kind,
@@ -198,7 +200,11 @@ class Client:
                 advance = self.progress("downloading", self.store.size(offer.blob_uri))
                 shutil.copyfileobj(_Counting(source, advance), sink, 1 << 20)
             open_file(
-                key, sealed_path, dest, expected_digest=digest, progress=self.progress("decrypting", offer.size)
+                key,
+                sealed_path,
+                dest,
+                expected_digest=digest,
+                progress=self.progress("decrypting", offer.size),
             )
         return dest
 

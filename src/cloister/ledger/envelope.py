@@ -92,7 +92,11 @@ class SignedTransaction:
             raise SignatureRejected(f"transaction signature rejected: {exc.message}") from None
 
     def to_json(self) -> dict[str, Any]:
-        return {"tx": self.tx.to_json(), "public_key": self.public_key.hex(), "signature": self.signature.hex()}
+        return {
+            "tx": self.tx.to_json(),
+            "public_key": self.public_key.hex(),
+            "signature": self.signature.hex(),
+        }
 
     @classmethod
     def from_json(cls, data: Any) -> SignedTransaction:
