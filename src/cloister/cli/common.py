@@ -24,8 +24,10 @@ from rich.progress import (
 from cloister.client.sdk import Client, ProgressFactory, no_progress
 from cloister.keystore import default_home
 
-console = Console()
-err_console = Console(stderr=True)
+# Logs and pipes get 120 columns rather than rich's 80, so tables of ids and digests stay readable.
+_PIPE_WIDTH = 120
+console = Console(width=None if sys.stdout.isatty() else _PIPE_WIDTH)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else _PIPE_WIDTH)
 
 
 @dataclass

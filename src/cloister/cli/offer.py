@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.filesize import decimal
 from rich.table import Table
 
 from cloister.cli.common import client, console, print_json, progress_bars
@@ -100,25 +101,38 @@ def publish(
     console.print(f"content {offer.content_digest} ({offer.size} bytes) at {offer.blob_uri}")
 
 
+def describe_restrictions(restrictions: Restrictions) -> str:
+    parts = []
+    if restrictions.platforms:
+        parts.append("platform " + "|".join(restrictions.platforms))
+    if restrictions.regions:
+        parts.append("region " + "|".join(restrictions.regions))
+    if restrictions.engine_digests:
+        parts.append(f"{len(restrictions.engine_digests)} engine(s)")
+    if restrictions.max_lease_hours:
+        parts.append(f"lease ≤{restrictions.max_lease_hours}h")
+    return ", ".join(parts) or "-"
+
+
 def offers_table(offers: list[Offer]) -> Table:
-    table = Table("offer", "kind", "name", "price", "size", "owner", "content", "restrictions")
+    """The market at a glance; `offer show` has every field."""
+    table = Table()
+    table.add_column("offer", no_wrap=True)
+    table.add_column("kind")
+    table.add_column("name", overflow="fold")
+    table.add_column("price", no_wrap=True)
+    table.add_column("size", no_wrap=True)
+    table.add_column("owner", no_wrap=True)
+    table.add_column("allowed", overflow="fold")
     for offer in offers:
-        limits = [
-            *(f"platform={p}" for p in offer.restrictions.platforms),
-            *(f"region={r}" for r in offer.restrictions.regions),
-            *(f"engine={e[:19]}…" for e in offer.restrictions.engine_digests),
-        ]
-        if offer.restrictions.max_lease_hours:
-            limits.append(f"lease≤{offer.restrictions.max_lease_hours}h")
         table.add_row(
             offer.offer_id,
             offer.kind,
             offer.name,
             describe_price(offer.pricing),
-            str(offer.size or ""),
-            offer.owner[:12] + "…",
-            (offer.content_digest or "")[:19] + "…" if offer.content_digest else ", ".join(offer.machine_ids),
-            " ".join(limits) or "-",
+            decimal(offer.size) if offer.size is not None else f"{len(offer.machine_ids)} machine(s)",
+            offer.owner[:8] + "…",
+            describe_restrictions(offer.restrictions),
         )
     return table
 

@@ -15,19 +15,19 @@ from pathlib import Path
 from typing import Protocol
 
 from cloister.client.config import resolve_blob_store, resolve_ledger_url
-from cloister.crypto.digest import digest_file
+from cloister.crypto.digest import Readable, digest_file
 from cloister.crypto.identity import Identity
 from cloister.crypto.stream import generate_key, open_file, seal_file
 from cloister.errors import ConfigError, DigestMismatch, NotAuthorized, RecordNotFound
 from cloister.keystore import Keystore
 from cloister.ledger.http import HttpLedger
 from cloister.ledger.protocol import Ledger, TxReceipt
-from cloister.ledger.records import Account, Offer, Pricing, Restrictions
+from cloister.ledger.records import Account, Offer, OfferKind, Pricing, Restrictions
 from cloister.ledger.transactions import CreateOffer
 from cloister.ledger.wallet import Wallet
 from cloister.storage import BlobStore, open_store
 
-CONTENT_KINDS = ("model", "dataset", "engine")
+CONTENT_KINDS: dict[str, OfferKind] = {"model": "model", "dataset": "dataset", "engine": "engine"}
 
 
 class ProgressFactory(Protocol):
@@ -146,7 +146,8 @@ class Client:
         description: str = "",
     ) -> Offer:
         """Encrypt a file, upload the ciphertext and record an offer; the content key stays in the keystore."""
-        if kind not in CONTENT_KINDS:
+        offer_kind = CONTENT_KINDS.get(kind)
+        if offer_kind is None:
             raise ConfigError(f"cannot publish {kind!r} content; choose one of {', '.join(CONTENT_KINDS)}")
         if not path.is_file():
             raise ConfigError(f"{path} is not a file")
@@ -167,7 +168,7 @@ class Client:
         )
         receipt = self.wallet.send(
             CreateOffer(
-                kind=kind,
+                kind=offer_kind,
                 name=name or path.name,
                 description=description,
                 content_digest=digest,
@@ -212,12 +213,12 @@ class Client:
 class _Counting:
     """A read-only stream wrapper reporting how many bytes were read, for progress bars."""
 
-    def __init__(self, inner: object, advance: Callable[[int], None]) -> None:
+    def __init__(self, inner: Readable, advance: Callable[[int], None]) -> None:
         self._inner = inner
         self._advance = advance
 
     def read(self, size: int = -1) -> bytes:
-        data: bytes = self._inner.read(size)  # type: ignore[attr-defined]
+        data = self._inner.read(size)
         self._advance(len(data))
         return data
 

@@ -5,13 +5,19 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable
-from typing import BinaryIO
+from typing import Protocol
 
 from cloister.errors import MalformedInput
 
 PREFIX = "sha256:"
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 READ_SIZE = 1 << 20
+
+
+class Readable(Protocol):
+    """Anything with a binary ``read``: files, sockets, wrapped streams."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 def digest_bytes(data: bytes) -> str:
@@ -27,7 +33,7 @@ def digest_chunks(chunks: Iterable[bytes]) -> str:
     return PREFIX + h.hexdigest()
 
 
-def digest_file(stream: BinaryIO) -> str:
+def digest_file(stream: Readable) -> str:
     """Digest of everything left in a binary stream."""
     return digest_chunks(iter(lambda: stream.read(READ_SIZE), b""))
 

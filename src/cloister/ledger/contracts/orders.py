@@ -1,0 +1,219 @@
+"""Orders: creation with escrow and assignment, key grants, the run, and settlement or refund."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from cloister.errors import InsufficientFunds, InvalidState, InvalidTransaction, NotAuthorized, RecordExists
+from cloister.ledger.contracts.assignment import assign, check_terms
+from cloister.ledger.contracts.call import Call, Handler
+from cloister.ledger.contracts.machines import provided_machine
+from cloister.ledger.records import (
+    CANCELLED,
+    COMPLETED,
+    COMPUTE,
+    DATASET,
+    ENGINE,
+    FAILED,
+    MODEL,
+    OPEN_ORDER_STATES,
+    ORDER_ID_PREFIX,
+    PENDING_GRANTS,
+    READY,
+    RUNNING,
+    KeyGrant,
+    Machine,
+    Offer,
+    OfferKind,
+    Order,
+    OrderState,
+    grant_key,
+)
+from cloister.ledger.transactions import (
+    CancelOrder,
+    CompleteOrder,
+    CreateOrder,
+    FailOrder,
+    Payload,
+    PostGrant,
+    StartOrder,
+)
+
+
+def _offer_of_kind(call: Call, offer_id: str, kind: OfferKind) -> Offer:
+    offer = call.read.offer(offer_id)
+    if offer.kind != kind:
+        raise InvalidTransaction(f"offer {offer_id} is a {offer.kind} offer, not a {kind} offer; check the ids")
+    if not offer.active:
+        raise InvalidState(f"{kind} offer {offer_id} is retired; choose an active offer")
+    return offer
+
+
+def create_order(call: Call, p: CreateOrder) -> None:
+    """Check every offer's terms, assign machines, escrow a deposit that covers the worst-case price."""
+    order_id = call.new_id(ORDER_ID_PREFIX)
+    model = _offer_of_kind(call, p.model_offer, MODEL)
+    datasets = [_offer_of_kind(call, offer_id, DATASET) for offer_id in p.dataset_offers]
+    engine = _offer_of_kind(call, p.engine_offer, ENGINE)
+    compute = None if p.compute_offer is None else _offer_of_kind(call, p.compute_offer, COMPUTE)
+    content = [model, *datasets, engine]
+    engine_digest = engine.content_digest or ""
+    for offer in [*content, *([compute] if compute else [])]:
+        check_terms(offer, engine_digest, p.lease_hours)
+    picked = assign(
+        call,
+        order_id,
+        content,
+        compute,
+        engine_digest=engine_digest,
+        lease_hours=p.lease_hours,
+        replicas=p.replicas,
+    )
+    chosen = picked[0].offer
+    required = sum(offer.pricing.deposit(p.lease_hours, p.replicas) for offer in [*content, chosen])
+    if p.deposit < required:
+        raise InsufficientFunds(
+            f"a deposit of {p.deposit} units does not cover this order; deposit at least {required} units",
+            required=required,
+        )
+    call.debit(call.sender, p.deposit, "this order's deposit")
+    machines = tuple(candidate.machine.machine_id for candidate in picked)
+    call.put(
+        Order(
+            order_id=order_id,
+            owner=call.sender,
+            kind=p.kind,
+            model_offer=p.model_offer,
+            dataset_offers=p.dataset_offers,
+            engine_offer=p.engine_offer,
+            compute_offer=chosen.offer_id,
+            params=p.params,
+            lease_hours=p.lease_hours,
+            replicas=p.replicas,
+            deposit=p.deposit,
+            escrow=p.deposit,
+            state=PENDING_GRANTS,
+            machines=machines,
+            created_at=call.now,
+            started_at=None,
+            ended_at=None,
+            usage_seconds=0,
+            report_digest=None,
+            failure_reason=None,
+        )
+    )
+    call.emit("order.created", order_id=order_id, owner=call.sender, deposit=p.deposit, required=required)
+    call.emit("order.assigned", order_id=order_id, machines=list(machines), compute_offer=chosen.offer_id)
+
+
+def _require_state(order: Order, allowed: tuple[OrderState, ...], action: str) -> None:
+    if order.state not in allowed:
+        raise InvalidState(
+            f"order {order.order_id} is {order.state}; it can only be {action} when {' or '.join(allowed)}"
+        )
+
+
+def _assignee(call: Call, order: Order, machine_id: str) -> Machine:
+    """The assigned machine the sender provides: only it may report on the order."""
+    if machine_id not in order.machines:
+        raise NotAuthorized(f"machine {machine_id} is not assigned to order {order.order_id}")
+    return provided_machine(call, machine_id)
+
+
+def post_grant(call: Call, p: PostGrant) -> None:
+    order = call.read.order(p.order_id)
+    offer = call.read.offer(p.offer_id)
+    if p.offer_id not in order.content_offers:
+        raise NotAuthorized(f"offer {p.offer_id} is not part of order {p.order_id}; grant only for its offers")
+    if offer.owner != call.sender:
+        raise NotAuthorized(f"offer {p.offer_id} belongs to {offer.owner}; only its owner can grant its key")
+    if p.machine_id not in order.machines:
+        raise NotAuthorized(f"machine {p.machine_id} is not assigned to order {p.order_id}; seal to an assignee")
+    _require_state(order, (PENDING_GRANTS,), "granted keys")
+    key = grant_key(p.order_id, p.offer_id, p.machine_id)
+    if call.exists(key):
+        raise RecordExists(f"a key for offer {p.offer_id} on machine {p.machine_id} is already granted")
+    call.put(KeyGrant(p.order_id, p.offer_id, p.machine_id, call.sender, p.sealed_key, call.now))
+    call.emit("grant.posted", order_id=p.order_id, offer_id=p.offer_id, machine_id=p.machine_id)
+    if len(call.read.grants(p.order_id)) == len(order.content_offers) * len(order.machines):
+        call.put(dataclasses.replace(order, state=READY))
+        call.emit("order.ready", order_id=p.order_id, machines=list(order.machines))
+
+
+def start_order(call: Call, p: StartOrder) -> None:
+    order = call.read.order(p.order_id)
+    _assignee(call, order, p.machine_id)
+    _require_state(order, (READY,), "started")
+    call.put(dataclasses.replace(order, state=RUNNING, started_at=call.now))
+    call.emit("order.started", order_id=p.order_id, machine_id=p.machine_id)
+
+
+def _pay(call: Call, order: Order, to: str, amount: int, reason: str) -> None:
+    if amount:
+        call.credit(to, amount)
+        call.emit("payment", order_id=order.order_id, to=to, amount=amount, reason=reason)
+
+
+def _refund(call: Call, order: Order, amount: int) -> None:
+    if amount:
+        call.credit(order.owner, amount)
+        call.emit("refund", order_id=order.order_id, to=order.owner, amount=amount)
+
+
+def complete_order(call: Call, p: CompleteOrder) -> None:
+    """Settle: each offer is paid by its pricing for the metered time, the order owner gets the rest back."""
+    order = call.read.order(p.order_id)
+    _assignee(call, order, p.machine_id)
+    _require_state(order, (RUNNING,), "completed")
+    usage = min(p.usage_seconds, order.lease_hours * 3600)
+    offers = [call.read.offer(offer_id) for offer_id in order.content_offers]
+    if order.compute_offer is not None:
+        offers.append(call.read.offer(order.compute_offer))
+    paid = 0
+    for offer in offers:
+        amount = offer.pricing.charge(usage, order.replicas)
+        _pay(call, order, offer.owner, amount, f"{offer.kind} offer {offer.offer_id}")
+        paid += amount
+    _refund(call, order, order.escrow - paid)
+    call.put(
+        dataclasses.replace(
+            order,
+            state=COMPLETED,
+            escrow=0,
+            ended_at=call.now,
+            usage_seconds=usage,
+            report_digest=p.report_digest,
+        )
+    )
+    call.emit("order.completed", order_id=p.order_id, usage_seconds=usage, report_digest=p.report_digest)
+
+
+def fail_order(call: Call, p: FailOrder) -> None:
+    """A provider gives up on an order: nothing is paid, the whole escrow goes back."""
+    order = call.read.order(p.order_id)
+    _assignee(call, order, p.machine_id)
+    _require_state(order, OPEN_ORDER_STATES, "failed")
+    _refund(call, order, order.escrow)
+    call.put(dataclasses.replace(order, state=FAILED, escrow=0, ended_at=call.now, failure_reason=p.reason))
+    call.emit("order.failed", order_id=p.order_id, machine_id=p.machine_id, reason=p.reason)
+
+
+def cancel_order(call: Call, p: CancelOrder) -> None:
+    """The owner withdraws an order that has not started: the whole escrow goes back."""
+    order = call.read.order(p.order_id)
+    if order.owner != call.sender:
+        raise NotAuthorized(f"order {p.order_id} belongs to {order.owner}; only its owner can cancel it")
+    _require_state(order, (PENDING_GRANTS, READY), "cancelled")
+    _refund(call, order, order.escrow)
+    call.put(dataclasses.replace(order, state=CANCELLED, escrow=0, ended_at=call.now))
+    call.emit("order.cancelled", order_id=p.order_id)
+
+
+HANDLERS: dict[type[Payload], Handler] = {
+    CreateOrder: create_order,
+    PostGrant: post_grant,
+    StartOrder: start_order,
+    CompleteOrder: complete_order,
+    FailOrder: fail_order,
+    CancelOrder: cancel_order,
+}

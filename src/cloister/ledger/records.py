@@ -1,0 +1,603 @@
+"""The typed records the contracts keep in state, and the strict JSON reader that parses them (and payloads).
+
+Every record is a frozen dataclass whose ``to_json`` is its stored and wire form; ``from_json`` checks every
+field (exact key set, types, ranges, formats), so a tampered or truncated value fails loudly instead of
+flowing on. Bytes are hex in JSON, except the bulky ``tcb_evidence`` and ``sealed_key`` which are base64.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Collection
+from typing import Any, ClassVar, Final, Literal, NoReturn, Self, TypeVar
+
+from cloister.crypto.digest import PREFIX as DIGEST_PREFIX
+from cloister.crypto.digest import is_digest
+from cloister.crypto.identity import is_address
+from cloister.errors import MalformedInput
+
+# --- enumerations -------------------------------------------------------------------------------------------
+
+OfferKind = Literal["model", "dataset", "engine", "compute"]
+MODEL: Final = "model"
+DATASET: Final = "dataset"
+ENGINE: Final = "engine"
+COMPUTE: Final = "compute"
+OFFER_KINDS: Final[tuple[OfferKind, ...]] = (MODEL, DATASET, ENGINE, COMPUTE)
+CONTENT_KINDS: Final[tuple[OfferKind, ...]] = (MODEL, DATASET, ENGINE)
+
+PricingModel = Literal["free", "per_hour", "fixed", "revenue_share"]
+FREE: Final = "free"
+PER_HOUR: Final = "per_hour"
+FIXED: Final = "fixed"
+REVENUE_SHARE: Final = "revenue_share"
+PRICING_MODELS: Final[tuple[PricingModel, ...]] = (FREE, PER_HOUR, FIXED, REVENUE_SHARE)
+MAX_SHARE_BPS: Final = 10_000
+
+OrderKind = Literal["finetune"]
+FINETUNE: Final = "finetune"
+ORDER_KINDS: Final[tuple[OrderKind, ...]] = (FINETUNE,)
+
+OrderState = Literal["pending_grants", "ready", "running", "completed", "failed", "cancelled"]
+PENDING_GRANTS: Final = "pending_grants"
+READY: Final = "ready"
+RUNNING: Final = "running"
+COMPLETED: Final = "completed"
+FAILED: Final = "failed"
+CANCELLED: Final = "cancelled"
+ORDER_STATES: Final[tuple[OrderState, ...]] = (PENDING_GRANTS, READY, RUNNING, COMPLETED, FAILED, CANCELLED)
+OPEN_ORDER_STATES: Final[tuple[OrderState, ...]] = (PENDING_GRANTS, READY, RUNNING)
+"""States in which an order holds escrow and keeps its machines busy."""
+
+# --- limits and identifiers ---------------------------------------------------------------------------------
+
+MAX_AMOUNT: Final = (1 << 63) - 1
+"""Upper bound of any amount, balance, size or time: keeps every value a signed 64-bit integer."""
+MAX_NAME: Final = 128
+MAX_TEXT: Final = 4096
+MAX_URI: Final = 2048
+MAX_ITEMS: Final = 64
+MAX_TCB_EVIDENCE: Final = 256 * 1024
+MAX_SEALED_KEY: Final = 4 * 1024
+KEY_SIZE: Final = 32
+
+MACHINE_ID_PREFIX: Final = "mc-"
+OFFER_ID_PREFIX: Final = "of-"
+ORDER_ID_PREFIX: Final = "or-"
+_ID_HEX = 16
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+_HEX_RE = re.compile(r"^[0-9a-f]*$")
+
+
+def derive_id(prefix: str, tx_hash: str) -> str:
+    """Id of a record created by a transaction: ``prefix`` + the first 16 hex digits of the tx hash."""
+    return prefix + tx_hash[len(DIGEST_PREFIX) : len(DIGEST_PREFIX) + _ID_HEX]
+
+
+def is_record_id(text: object, prefix: str) -> bool:
+    if not isinstance(text, str) or len(text) != len(prefix) + _ID_HEX or not text.startswith(prefix):
+        return False
+    return all(c in "0123456789abcdef" for c in text[len(prefix) :])
+
+
+def is_token(text: object) -> bool:
+    """A short identifier-like string: platform, region, GPU model."""
+    return isinstance(text, str) and _TOKEN_RE.match(text) is not None
+
+
+def account_key(address: str) -> str:
+    return f"account/{address}"
+
+
+def provider_key(address: str) -> str:
+    return f"provider/{address}"
+
+
+def machine_key(machine_id: str) -> str:
+    return f"machine/{machine_id}"
+
+
+def offer_key(offer_id: str) -> str:
+    return f"offer/{offer_id}"
+
+
+def order_key(order_id: str) -> str:
+    return f"order/{order_id}"
+
+
+def grant_prefix(order_id: str) -> str:
+    return f"grant/{order_id}/"
+
+
+def grant_key(order_id: str, offer_id: str, machine_id: str) -> str:
+    return f"{grant_prefix(order_id)}{offer_id}/{machine_id}"
+
+
+# --- the strict field reader --------------------------------------------------------------------------------
+
+T = TypeVar("T")
+S = TypeVar("S", bound=str)
+R = TypeVar("R", bound="JsonRecord")
+
+
+class Fields:
+    """Typed, bounded reads of one JSON object whose key set must be exactly ``names``.
+
+    Every problem raises :class:`MalformedInput` naming the field, so callers can re-label it (a payload turns
+    it into ``InvalidTransaction``) without losing which field was wrong.
+    """
+
+    def __init__(self, data: object, what: str, names: Collection[str]) -> None:
+        if not isinstance(data, dict):
+            raise MalformedInput(f"{what} must be a JSON object, got {type(data).__name__}")
+        missing, unknown = sorted(set(names) - set(data)), sorted(set(data) - set(names))
+        if missing or unknown:
+            problems = ([f"missing {', '.join(missing)}"] if missing else []) + (
+                [f"unknown {', '.join(map(str, unknown))}"] if unknown else []
+            )
+            raise MalformedInput(f"{what} has the wrong fields ({'; '.join(problems)})")
+        self._data: dict[str, Any] = data
+        self.what = what
+
+    def fail(self, name: str, expected: str) -> NoReturn:
+        raise MalformedInput(f"{self.what}.{name} must be {expected}, got {self._data[name]!r:.80}")
+
+    def optional(self, read: Callable[[str], T], name: str) -> T | None:
+        """``None`` if the field is null, else ``read(name)``."""
+        return None if self._data[name] is None else read(name)
+
+    def text(self, name: str, max_len: int = MAX_NAME, *, empty: bool = False) -> str:
+        value = self._data[name]
+        if not isinstance(value, str) or len(value) > max_len or (not empty and not value):
+            self.fail(name, f"a {'' if empty else 'non-empty '}string of at most {max_len} characters")
+        return value
+
+    def integer(self, name: str, lo: int = 0, hi: int = MAX_AMOUNT) -> int:
+        value = self._data[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            self.fail(name, f"an integer from {lo} to {hi}")
+        return value
+
+    def flag(self, name: str) -> bool:
+        value = self._data[name]
+        if not isinstance(value, bool):
+            self.fail(name, "true or false")
+        return value
+
+    def checked(self, name: str, valid: Callable[[object], bool], expected: str) -> str:
+        value = self._data[name]
+        if not valid(value):
+            self.fail(name, expected)
+        return str(value)
+
+    def address(self, name: str) -> str:
+        return self.checked(name, is_address, "an account address (cl + 40 hex digits)")
+
+    def digest(self, name: str) -> str:
+        return self.checked(name, is_digest, "a digest (sha256: + 64 lower-case hex digits)")
+
+    def token(self, name: str) -> str:
+        return self.checked(name, is_token, "a short identifier (letters, digits, . _ : -)")
+
+    def record_id(self, name: str, prefix: str) -> str:
+        return self.checked(name, lambda v: is_record_id(v, prefix), f"an id like {prefix}<16 hex digits>")
+
+    def choice(self, name: str, options: tuple[S, ...]) -> S:
+        value = self._data[name]
+        for option in options:
+            if value == option:
+                return option
+        self.fail(name, f"one of {', '.join(options)}")
+
+    def strings(
+        self, name: str, valid: Callable[[object], bool], expected: str, *, unique: bool = True
+    ) -> tuple[str, ...]:
+        """At most :data:`MAX_ITEMS` strings, each passing ``valid`` (and distinct if ``unique``)."""
+        value = self._data[name]
+        if (
+            not isinstance(value, list)
+            or len(value) > MAX_ITEMS
+            or not all(valid(item) for item in value)
+            or (unique and len(set(value)) != len(value))
+        ):
+            distinct = " distinct" if unique else ""
+            self.fail(name, f"a list of at most {MAX_ITEMS}{distinct} items, each {expected}")
+        return tuple(value)
+
+    def hex_bytes(self, name: str, size: int = KEY_SIZE) -> bytes:
+        value = self._data[name]
+        if not isinstance(value, str) or len(value) != 2 * size or _HEX_RE.match(value) is None:
+            self.fail(name, f"{size} bytes as lower-case hex")
+        return bytes.fromhex(value)
+
+    def b64_bytes(self, name: str, max_size: int) -> bytes:
+        """Standard, padded base64 in its one canonical spelling (so equal bytes always look the same)."""
+        value = self._data[name]
+        try:
+            raw = base64.b64decode(value, validate=True) if isinstance(value, str) else b""
+        except (binascii.Error, ValueError):
+            raw = b""
+        if not raw or len(raw) > max_size or base64.b64encode(raw).decode() != value:
+            self.fail(name, f"1 to {max_size} bytes as standard base64")
+        return raw
+
+    def obj(self, name: str) -> dict[str, Any]:
+        value = self._data[name]
+        if not isinstance(value, dict):
+            self.fail(name, "a JSON object")
+        return value
+
+    def record(self, name: str, cls: type[R]) -> R:
+        """A nested record, read with the same strictness."""
+        return cls.read(cls.fields_of(self._data[name], f"{self.what}.{name}"))
+
+
+# --- records ------------------------------------------------------------------------------------------------
+
+
+def encode_fields(obj: Any, base64_fields: Collection[str] = ()) -> dict[str, Any]:
+    """JSON form of a dataclass: bytes as hex (or base64), tuples as lists, nested records as objects."""
+    return {f.name: _encode(getattr(obj, f.name), f.name in base64_fields) for f in dataclasses.fields(obj)}
+
+
+def _encode(value: Any, as_base64: bool) -> Any:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode() if as_base64 else value.hex()
+    if isinstance(value, tuple):
+        return [_encode(item, False) for item in value]
+    if isinstance(value, JsonRecord):
+        return value.to_json()
+    return value
+
+
+class JsonRecord(ABC):
+    """A frozen dataclass with a strict JSON form; subclasses say how to :meth:`read` their fields."""
+
+    BASE64: ClassVar[frozenset[str]] = frozenset()
+
+    def to_json(self) -> dict[str, Any]:
+        return encode_fields(self, self.BASE64)
+
+    @classmethod
+    def fields_of(cls, data: object, what: str) -> Fields:
+        return Fields(data, what, [f.name for f in dataclasses.fields(cls)])  # type: ignore[arg-type]
+
+    @classmethod
+    def label(cls) -> str:
+        """How error messages name this kind of object."""
+        return f"{cls.__name__.lower()} record"
+
+    @classmethod
+    def from_json(cls, data: object) -> Self:
+        """Parse and check the JSON form; :class:`MalformedInput` names the first bad field."""
+        return cls.read(cls.fields_of(data, cls.label()))
+
+    @classmethod
+    @abstractmethod
+    def read(cls, f: Fields) -> Self:
+        """Build the record from checked fields."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Account(JsonRecord):
+    address: str
+    name: str
+    signing_key: bytes
+    sealing_key: bytes
+    balance: int
+    stake: int
+    nonce: int
+
+    @property
+    def key(self) -> str:
+        return account_key(self.address)
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(
+            f.address("address"),
+            f.text("name"),
+            f.hex_bytes("signing_key"),
+            f.hex_bytes("sealing_key"),
+            f.integer("balance"),
+            f.integer("stake"),
+            f.integer("nonce"),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Provider(JsonRecord):
+    address: str
+    name: str
+    description: str
+
+    @property
+    def key(self) -> str:
+        return provider_key(self.address)
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(f.address("address"), f.text("name"), f.text("description", MAX_TEXT, empty=True))
+
+
+@dataclasses.dataclass(frozen=True)
+class MachineSpecs(JsonRecord):
+    cpu_cores: int
+    memory_gib: int
+    gpus: tuple[str, ...]
+    disk_gib: int
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(
+            f.integer("cpu_cores", 1, 1 << 16),
+            f.integer("memory_gib", 1, 1 << 24),
+            f.strings("gpus", is_token, "a GPU model name", unique=False),
+            f.integer("disk_gib", 0, 1 << 32),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Machine(JsonRecord):
+    machine_id: str
+    provider: str
+    platform: str
+    region: str
+    specs: MachineSpecs
+    tcb_evidence: bytes
+    loader_signing_key: bytes
+    loader_sealing_key: bytes
+    registered_at: int
+    last_heartbeat: int
+    active: bool
+
+    BASE64 = frozenset({"tcb_evidence"})
+
+    @property
+    def key(self) -> str:
+        return machine_key(self.machine_id)
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(
+            f.record_id("machine_id", MACHINE_ID_PREFIX),
+            f.address("provider"),
+            f.token("platform"),
+            f.token("region"),
+            f.record("specs", MachineSpecs),
+            f.b64_bytes("tcb_evidence", MAX_TCB_EVIDENCE),
+            f.hex_bytes("loader_signing_key"),
+            f.hex_bytes("loader_sealing_key"),
+            f.integer("registered_at"),
+            f.integer("last_heartbeat"),
+            f.flag("active"),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Pricing(JsonRecord):
+    """What an offer costs. ``amount`` is units per hour (per_hour) or per order (fixed)."""
+
+    model: PricingModel
+    amount: int
+    share_bps: int
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        pricing = cls(f.choice("model", PRICING_MODELS), f.integer("amount"), f.integer("share_bps"))
+        if pricing.model == REVENUE_SHARE:
+            if pricing.amount != 0 or not 1 <= pricing.share_bps <= MAX_SHARE_BPS:
+                raise MalformedInput(
+                    f"{f.what}: revenue_share pricing takes share_bps from 1 to {MAX_SHARE_BPS} and amount 0"
+                )
+        elif pricing.share_bps != 0 or (pricing.amount == 0) != (pricing.model == FREE):
+            raise MalformedInput(
+                f"{f.what}: {pricing.model} pricing takes share_bps 0 and "
+                + ("amount 0" if pricing.model == FREE else "an amount above 0")
+            )
+        return pricing
+
+    def deposit(self, lease_hours: int, replicas: int) -> int:
+        """The most an order can owe this offer: what it must escrow up front."""
+        if self.model == PER_HOUR:
+            return self.amount * lease_hours * replicas
+        return self.amount if self.model == FIXED else 0
+
+    def charge(self, usage_seconds: int, replicas: int) -> int:
+        """What a finished order owes: per-hour prices pro-rated by the second (floored), fixed in full."""
+        if self.model == PER_HOUR:
+            return self.amount * usage_seconds // 3600 * replicas
+        return self.amount if self.model == FIXED else 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Restrictions(JsonRecord):
+    """Where and how an offer may be used; an empty tuple (or ``None``) means any."""
+
+    platforms: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
+    engine_digests: tuple[str, ...] = ()
+    max_lease_hours: int | None = None
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(
+            f.strings("platforms", is_token, "a platform name"),
+            f.strings("regions", is_token, "a region name"),
+            f.strings("engine_digests", is_digest, "an engine digest"),
+            f.optional(lambda name: f.integer(name, 1), "max_lease_hours"),
+        )
+
+
+OfferContent = tuple[str | None, str | None, int | None]
+"""(content_digest, blob_uri, size): all set for content offers, all null for compute offers."""
+
+
+def read_offer_terms(f: Fields) -> tuple[OfferKind, OfferContent, Pricing, tuple[str, ...]]:
+    """The fields an offer record and an ``offer.create`` payload share, checked together.
+
+    Content offers carry (digest, blob URI, size) and no machines; compute offers the reverse, and cannot be
+    priced as a revenue share.
+    """
+    kind = f.choice("kind", OFFER_KINDS)
+    content: OfferContent = (
+        f.optional(f.digest, "content_digest"),
+        f.optional(lambda name: f.text(name, MAX_URI), "blob_uri"),
+        f.optional(f.integer, "size"),
+    )
+    pricing = f.record("pricing", Pricing)
+    machine_ids = machine_ids_of(f)
+    has_content = [value is not None for value in content]
+    if kind == COMPUTE:
+        if any(has_content) or not machine_ids:
+            raise MalformedInput(
+                f"{f.what}: a compute offer lists machine_ids and has null content_digest, blob_uri and size"
+            )
+        if pricing.model == REVENUE_SHARE:
+            raise MalformedInput(f"{f.what}: compute offers are priced free, per_hour or fixed")
+    elif not all(has_content) or machine_ids:
+        raise MalformedInput(f"{f.what}: a {kind} offer needs content_digest, blob_uri and size, and no machine_ids")
+    return kind, content, pricing, machine_ids
+
+
+def machine_ids_of(f: Fields, name: str = "machine_ids") -> tuple[str, ...]:
+    return f.strings(name, lambda v: is_record_id(v, MACHINE_ID_PREFIX), "a machine id")
+
+
+@dataclasses.dataclass(frozen=True)
+class Offer(JsonRecord):
+    offer_id: str
+    owner: str
+    kind: OfferKind
+    name: str
+    description: str
+    content_digest: str | None
+    blob_uri: str | None
+    size: int | None
+    pricing: Pricing
+    restrictions: Restrictions
+    machine_ids: tuple[str, ...]
+    created_at: int
+    active: bool
+
+    @property
+    def key(self) -> str:
+        return offer_key(self.offer_id)
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        kind, (digest, uri, size), pricing, machine_ids = read_offer_terms(f)
+        return cls(
+            f.record_id("offer_id", OFFER_ID_PREFIX),
+            f.address("owner"),
+            kind,
+            f.text("name"),
+            f.text("description", MAX_TEXT, empty=True),
+            digest,
+            uri,
+            size,
+            pricing,
+            f.record("restrictions", Restrictions),
+            machine_ids,
+            f.integer("created_at"),
+            f.flag("active"),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Order(JsonRecord):
+    order_id: str
+    owner: str
+    kind: OrderKind
+    model_offer: str
+    dataset_offers: tuple[str, ...]
+    engine_offer: str
+    compute_offer: str | None
+    params: dict[str, Any]
+    lease_hours: int
+    replicas: int
+    deposit: int
+    escrow: int
+    state: OrderState
+    machines: tuple[str, ...]
+    created_at: int
+    started_at: int | None
+    ended_at: int | None
+    usage_seconds: int
+    report_digest: str | None
+    failure_reason: str | None
+
+    @property
+    def key(self) -> str:
+        return order_key(self.order_id)
+
+    @property
+    def content_offers(self) -> tuple[str, ...]:
+        """Every offer whose content the order reads (and that must grant a key): model, datasets…, engine."""
+        return (self.model_offer, *self.dataset_offers, self.engine_offer)
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(
+            f.record_id("order_id", ORDER_ID_PREFIX),
+            f.address("owner"),
+            f.choice("kind", ORDER_KINDS),
+            f.record_id("model_offer", OFFER_ID_PREFIX),
+            offer_ids_of(f, "dataset_offers"),
+            f.record_id("engine_offer", OFFER_ID_PREFIX),
+            f.optional(lambda name: f.record_id(name, OFFER_ID_PREFIX), "compute_offer"),
+            f.obj("params"),
+            f.integer("lease_hours", 1),
+            f.integer("replicas", 1),
+            f.integer("deposit"),
+            f.integer("escrow"),
+            f.choice("state", ORDER_STATES),
+            machine_ids_of(f, "machines"),
+            f.integer("created_at"),
+            f.optional(f.integer, "started_at"),
+            f.optional(f.integer, "ended_at"),
+            f.integer("usage_seconds"),
+            f.optional(f.digest, "report_digest"),
+            f.optional(lambda name: f.text(name, MAX_TEXT), "failure_reason"),
+        )
+
+
+def offer_ids_of(f: Fields, name: str) -> tuple[str, ...]:
+    """A non-empty list of distinct offer ids."""
+    ids = f.strings(name, lambda v: is_record_id(v, OFFER_ID_PREFIX), "an offer id")
+    if not ids:
+        f.fail(name, "at least one offer id")
+    return ids
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyGrant(JsonRecord):
+    """A content key sealed to one machine's attested loader for one order; the ledger only keeps bytes."""
+
+    order_id: str
+    offer_id: str
+    machine_id: str
+    owner: str
+    sealed_key: bytes
+    created_at: int
+
+    BASE64 = frozenset({"sealed_key"})
+
+    @property
+    def key(self) -> str:
+        return grant_key(self.order_id, self.offer_id, self.machine_id)
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(
+            f.record_id("order_id", ORDER_ID_PREFIX),
+            f.record_id("offer_id", OFFER_ID_PREFIX),
+            f.record_id("machine_id", MACHINE_ID_PREFIX),
+            f.address("owner"),
+            f.b64_bytes("sealed_key", MAX_SEALED_KEY),
+            f.integer("created_at"),
+        )

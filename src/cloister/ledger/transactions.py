@@ -1,0 +1,354 @@
+"""The transaction payloads: one frozen dataclass per transaction type, parsed strictly at the edge.
+
+A payload's JSON form is what goes into :class:`~cloister.ledger.envelope.Transaction.payload`; the contracts
+only ever see payloads that :func:`parse_payload` accepted, so handlers work on checked, typed values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, Final, Self
+
+from cloister.crypto.canonical import canonical_json
+from cloister.errors import InvalidTransaction, MalformedInput
+from cloister.ledger.records import (
+    MACHINE_ID_PREFIX,
+    MAX_SEALED_KEY,
+    MAX_TCB_EVIDENCE,
+    MAX_TEXT,
+    OFFER_ID_PREFIX,
+    ORDER_ID_PREFIX,
+    ORDER_KINDS,
+    Fields,
+    JsonRecord,
+    MachineSpecs,
+    OfferKind,
+    OrderKind,
+    Pricing,
+    Restrictions,
+    offer_ids_of,
+    read_offer_terms,
+)
+
+MAX_PARAMS: Final = 16 * 1024
+"""Largest canonical JSON of an order's hyper-parameters, in bytes."""
+MAX_LEASE_HOURS: Final = 24 * 366
+
+
+class Payload(JsonRecord):
+    """Base of every payload: ``TYPE`` names the transaction; bad input is :class:`InvalidTransaction`."""
+
+    TYPE: ClassVar[str]
+
+    @classmethod
+    def label(cls) -> str:
+        return f"{cls.TYPE} payload"
+
+    def to_payload(self) -> dict[str, Any]:
+        return self.to_json()
+
+    @classmethod
+    def from_payload(cls, data: object) -> Self:
+        try:
+            return cls.from_json(data)
+        except MalformedInput as exc:
+            raise InvalidTransaction(f"{exc.message}; correct the transaction and send it again") from None
+
+
+# --- accounts, faucet, stake --------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RegisterAccount(Payload):
+    """Create the sender's account; its signing key is the envelope's, its sealing key is given here."""
+
+    TYPE: ClassVar[str] = "account.register"
+    name: str
+    sealing_key: bytes
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(f.text("name"), f.hex_bytes("sealing_key"))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Amount(Payload):
+    amount: int
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(f.integer("amount", 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class FaucetDrip(_Amount):
+    TYPE: ClassVar[str] = "faucet.drip"
+
+
+@dataclasses.dataclass(frozen=True)
+class DepositStake(_Amount):
+    TYPE: ClassVar[str] = "stake.deposit"
+
+
+@dataclasses.dataclass(frozen=True)
+class WithdrawStake(_Amount):
+    TYPE: ClassVar[str] = "stake.withdraw"
+
+
+@dataclasses.dataclass(frozen=True)
+class Transfer(Payload):
+    TYPE: ClassVar[str] = "transfer"
+    to: str
+    amount: int
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(f.address("to"), f.integer("amount", 1))
+
+
+# --- providers and machines ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RegisterProvider(Payload):
+    TYPE: ClassVar[str] = "provider.register"
+    name: str
+    description: str
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(f.text("name"), f.text("description", MAX_TEXT, empty=True))
+
+
+@dataclasses.dataclass(frozen=True)
+class RegisterMachine(Payload):
+    """A provider's machine with its TCB evidence binding the loader keys that content keys get sealed to."""
+
+    TYPE: ClassVar[str] = "machine.register"
+    BASE64 = frozenset({"tcb_evidence"})
+    platform: str
+    region: str
+    specs: MachineSpecs
+    tcb_evidence: bytes
+    loader_signing_key: bytes
+    loader_sealing_key: bytes
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(
+            f.token("platform"),
+            f.token("region"),
+            f.record("specs", MachineSpecs),
+            f.b64_bytes("tcb_evidence", MAX_TCB_EVIDENCE),
+            f.hex_bytes("loader_signing_key"),
+            f.hex_bytes("loader_sealing_key"),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class _MachineRef(Payload):
+    machine_id: str
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(f.record_id("machine_id", MACHINE_ID_PREFIX))
+
+
+@dataclasses.dataclass(frozen=True)
+class Heartbeat(_MachineRef):
+    TYPE: ClassVar[str] = "machine.heartbeat"
+
+
+@dataclasses.dataclass(frozen=True)
+class RetireMachine(_MachineRef):
+    TYPE: ClassVar[str] = "machine.retire"
+
+
+# --- offers -------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class CreateOffer(Payload):
+    """Content (model, dataset, engine) by digest and blob URI, or compute by machine ids."""
+
+    TYPE: ClassVar[str] = "offer.create"
+    kind: OfferKind
+    name: str
+    description: str
+    content_digest: str | None
+    blob_uri: str | None
+    size: int | None
+    pricing: Pricing
+    restrictions: Restrictions
+    machine_ids: tuple[str, ...]
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        kind, (digest, uri, size), pricing, machine_ids = read_offer_terms(f)
+        return cls(
+            kind,
+            f.text("name"),
+            f.text("description", MAX_TEXT, empty=True),
+            digest,
+            uri,
+            size,
+            pricing,
+            f.record("restrictions", Restrictions),
+            machine_ids,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class RetireOffer(Payload):
+    TYPE: ClassVar[str] = "offer.retire"
+    offer_id: str
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(f.record_id("offer_id", OFFER_ID_PREFIX))
+
+
+# --- orders and grants --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class CreateOrder(Payload):
+    """A fine-tuning job over named offers; ``deposit`` is escrowed and must cover the worst-case price."""
+
+    TYPE: ClassVar[str] = "order.create"
+    kind: OrderKind
+    model_offer: str
+    dataset_offers: tuple[str, ...]
+    engine_offer: str
+    compute_offer: str | None
+    params: dict[str, Any]
+    lease_hours: int
+    replicas: int
+    deposit: int
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        params = f.obj("params")
+        if len(canonical_json(params)) > MAX_PARAMS:
+            f.fail("params", f"at most {MAX_PARAMS} bytes of canonical JSON")
+        return cls(
+            f.choice("kind", ORDER_KINDS),
+            f.record_id("model_offer", OFFER_ID_PREFIX),
+            offer_ids_of(f, "dataset_offers"),
+            f.record_id("engine_offer", OFFER_ID_PREFIX),
+            f.optional(lambda name: f.record_id(name, OFFER_ID_PREFIX), "compute_offer"),
+            params,
+            f.integer("lease_hours", 1, MAX_LEASE_HOURS),
+            f.integer("replicas", 1, 1),
+            f.integer("deposit"),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class PostGrant(Payload):
+    """A content owner's key for one order, sealed to one assigned machine's loader."""
+
+    TYPE: ClassVar[str] = "grant.post"
+    BASE64 = frozenset({"sealed_key"})
+    order_id: str
+    offer_id: str
+    machine_id: str
+    sealed_key: bytes
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(
+            f.record_id("order_id", ORDER_ID_PREFIX),
+            f.record_id("offer_id", OFFER_ID_PREFIX),
+            f.record_id("machine_id", MACHINE_ID_PREFIX),
+            f.b64_bytes("sealed_key", MAX_SEALED_KEY),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class CancelOrder(Payload):
+    TYPE: ClassVar[str] = "order.cancel"
+    order_id: str
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(f.record_id("order_id", ORDER_ID_PREFIX))
+
+
+@dataclasses.dataclass(frozen=True)
+class StartOrder(Payload):
+    TYPE: ClassVar[str] = "order.start"
+    order_id: str
+    machine_id: str
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(f.record_id("order_id", ORDER_ID_PREFIX), f.record_id("machine_id", MACHINE_ID_PREFIX))
+
+
+@dataclasses.dataclass(frozen=True)
+class CompleteOrder(Payload):
+    TYPE: ClassVar[str] = "order.complete"
+    order_id: str
+    machine_id: str
+    usage_seconds: int
+    report_digest: str
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(
+            f.record_id("order_id", ORDER_ID_PREFIX),
+            f.record_id("machine_id", MACHINE_ID_PREFIX),
+            f.integer("usage_seconds"),
+            f.digest("report_digest"),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class FailOrder(Payload):
+    TYPE: ClassVar[str] = "order.fail"
+    order_id: str
+    machine_id: str
+    reason: str
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(
+            f.record_id("order_id", ORDER_ID_PREFIX),
+            f.record_id("machine_id", MACHINE_ID_PREFIX),
+            f.text("reason", MAX_TEXT),
+        )
+
+
+PAYLOAD_TYPES: Final[dict[str, type[Payload]]] = {
+    cls.TYPE: cls
+    for cls in (
+        RegisterAccount,
+        FaucetDrip,
+        Transfer,
+        RegisterProvider,
+        DepositStake,
+        WithdrawStake,
+        RegisterMachine,
+        Heartbeat,
+        RetireMachine,
+        CreateOffer,
+        RetireOffer,
+        CreateOrder,
+        PostGrant,
+        StartOrder,
+        CompleteOrder,
+        FailOrder,
+        CancelOrder,
+    )
+}
+
+
+def parse_payload(tx_type: str, payload: dict[str, Any]) -> Payload:
+    """The typed payload of a transaction; unknown types and bad payloads are :class:`InvalidTransaction`."""
+    cls = PAYLOAD_TYPES.get(tx_type)
+    if cls is None:
+        raise InvalidTransaction(
+            f"unknown transaction type {tx_type!r}; this ledger accepts {', '.join(sorted(PAYLOAD_TYPES))}"
+        )
+    return cls.from_payload(payload)

@@ -1,0 +1,151 @@
+"""Transaction payloads: every type round-trips, and malformed, truncated or tampered payloads are refused."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+
+from cloister.errors import InvalidTransaction
+from cloister.ledger.records import (
+    MAX_SEALED_KEY,
+    MAX_TCB_EVIDENCE,
+    MachineSpecs,
+    Pricing,
+    Restrictions,
+)
+from cloister.ledger.transactions import (
+    MAX_PARAMS,
+    PAYLOAD_TYPES,
+    CancelOrder,
+    CompleteOrder,
+    CreateOffer,
+    CreateOrder,
+    DepositStake,
+    FailOrder,
+    FaucetDrip,
+    Heartbeat,
+    Payload,
+    PostGrant,
+    RegisterAccount,
+    RegisterMachine,
+    RegisterProvider,
+    RetireMachine,
+    RetireOffer,
+    StartOrder,
+    Transfer,
+    WithdrawStake,
+    parse_payload,
+)
+
+ADDR = "cl" + "ab" * 20
+DIGEST = "sha256:" + "0f" * 32
+MACHINE = "mc-0123456789abcdef"
+OFFER = "of-0123456789abcdef"
+OFFER2 = "of-1123456789abcdef"
+ORDER = "or-0123456789abcdef"
+
+EXAMPLES: list[Payload] = [
+    RegisterAccount("alice", b"\x02" * 32),
+    FaucetDrip(5),
+    Transfer(ADDR, 5),
+    RegisterProvider("acme", "GPUs in Frankfurt"),
+    DepositStake(1),
+    WithdrawStake(1),
+    RegisterMachine("sim", "eu-west", MachineSpecs(4, 16, ("H100",), 100), b"evidence", b"\x01" * 32, b"\x02" * 32),
+    Heartbeat(MACHINE),
+    RetireMachine(MACHINE),
+    CreateOffer(
+        "dataset", "d", "", DIGEST, "s3://b/k", 10, Pricing("fixed", 3, 0), Restrictions(("sim",), (), (), 2), ()
+    ),
+    CreateOffer("compute", "box", "", None, None, None, Pricing("per_hour", 3, 0), Restrictions(), (MACHINE,)),
+    RetireOffer(OFFER),
+    CreateOrder("finetune", OFFER, (OFFER2,), OFFER, None, {"epochs": 1}, 2, 1, 100),
+    PostGrant(ORDER, OFFER, MACHINE, b"sealed"),
+    StartOrder(ORDER, MACHINE),
+    CompleteOrder(ORDER, MACHINE, 3600, DIGEST),
+    FailOrder(ORDER, MACHINE, "engine crashed"),
+    CancelOrder(ORDER),
+]
+
+
+def test_every_type_has_an_example() -> None:
+    assert {type(p) for p in EXAMPLES} == set(PAYLOAD_TYPES.values())
+
+
+@pytest.mark.parametrize("payload", EXAMPLES, ids=lambda p: p.TYPE)
+def test_round_trip(payload: Payload) -> None:
+    assert parse_payload(payload.TYPE, payload.to_payload()) == payload
+
+
+@pytest.mark.parametrize("payload", EXAMPLES, ids=lambda p: p.TYPE)
+def test_truncated_extended_and_mistyped_payloads(payload: Payload) -> None:
+    data = payload.to_payload()
+    for name in data:
+        with pytest.raises(InvalidTransaction, match=f"{payload.TYPE} payload .*missing {name}"):
+            parse_payload(payload.TYPE, {k: v for k, v in data.items() if k != name})
+        with pytest.raises(InvalidTransaction, match=name):
+            parse_payload(payload.TYPE, {**data, name: [["wrong"]]})
+    with pytest.raises(InvalidTransaction, match="unknown sneaky"):
+        parse_payload(payload.TYPE, {**data, "sneaky": True})
+
+
+def test_unknown_type_lists_the_known_ones() -> None:
+    with pytest.raises(InvalidTransaction, match=r"unknown transaction type 'mint'.*transfer"):
+        parse_payload("mint", {})
+
+
+def _bad(payload: Payload, **changes: Any) -> None:
+    with pytest.raises(InvalidTransaction):
+        parse_payload(payload.TYPE, {**payload.to_payload(), **changes})
+
+
+def test_amounts_must_be_positive_integers() -> None:
+    for example in (FaucetDrip(1), DepositStake(1), WithdrawStake(1), Transfer(ADDR, 1)):
+        for amount in (0, -1, True, 1.5, "1", 1 << 63):
+            _bad(example, amount=amount)
+
+
+def test_addresses_ids_and_digests_are_checked() -> None:
+    _bad(Transfer(ADDR, 1), to="cl" + "zz" * 20)
+    _bad(Heartbeat(MACHINE), machine_id=OFFER)
+    _bad(RetireOffer(OFFER), offer_id="of-short")
+    _bad(CompleteOrder(ORDER, MACHINE, 1, DIGEST), report_digest="sha1:" + "0" * 40)
+    _bad(CompleteOrder(ORDER, MACHINE, 1, DIGEST), usage_seconds=-1)
+    _bad(RegisterAccount("a", b"\x00" * 32), sealing_key="00" * 33)
+
+
+def test_size_limits() -> None:
+    machine = EXAMPLES[6]
+    _bad(machine, tcb_evidence=base64.b64encode(b"x" * (MAX_TCB_EVIDENCE + 1)).decode())
+    parse_payload(machine.TYPE, {**machine.to_payload(), "tcb_evidence": base64.b64encode(b"x" * 1000).decode()})
+    grant = PostGrant(ORDER, OFFER, MACHINE, b"k")
+    _bad(grant, sealed_key=base64.b64encode(b"x" * (MAX_SEALED_KEY + 1)).decode())
+    _bad(RegisterProvider("a", ""), name="n" * 129)
+    _bad(RegisterProvider("a", ""), description="d" * 4097)
+
+
+def test_order_rules() -> None:
+    order = CreateOrder("finetune", OFFER, (OFFER2,), OFFER, None, {}, 2, 1, 0)
+    _bad(order, kind="inference")
+    _bad(order, replicas=2)
+    _bad(order, lease_hours=0)
+    _bad(order, dataset_offers=[])
+    _bad(order, dataset_offers=[OFFER2, OFFER2])
+    _bad(order, compute_offer=MACHINE)
+    _bad(order, params={"lr": 0.0002})  # floats have two spellings: hyper-parameters are strings or integers
+    _bad(order, params={"blob": "x" * MAX_PARAMS})
+    parse_payload(order.TYPE, {**order.to_payload(), "params": {"blob": "x" * (MAX_PARAMS - 20)}})
+
+
+def test_offer_rules() -> None:
+    dataset, compute = EXAMPLES[9], EXAMPLES[10]
+    _bad(dataset, content_digest=None)
+    _bad(dataset, machine_ids=[MACHINE])
+    _bad(compute, machine_ids=[])
+    _bad(compute, size=3)
+    _bad(compute, pricing={"model": "revenue_share", "amount": 0, "share_bps": 10})
+    _bad(dataset, pricing={"model": "free", "amount": 3, "share_bps": 0})
+    _bad(dataset, restrictions={"platforms": [], "regions": [], "engine_digests": ["x"], "max_lease_hours": None})
+    _bad(dataset, kind="weights")
