@@ -71,12 +71,12 @@ def export(
     count = 0
     try:
         with EmbeddedLedger.open(path) as ledger:
-            start = 0
+            start = 1
             while page := ledger.blocks(start, EXPORT_PAGE):
                 for block in page:
                     sink.write(json.dumps(block, sort_keys=True) + "\n")
                 count += len(page)
-                start += len(page)
+                start = page[-1]["height"] + 1
     finally:
         if output:
             sink.close()
