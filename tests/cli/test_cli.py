@@ -128,3 +128,27 @@ def test_devnet_survives_restart_and_keeps_its_data(home: Path) -> None:
     run(home, "devnet", "up")
     shown = json.loads(run(home, "account", "show", "--json").stdout)
     assert shown["balance"] == 5_000_000
+
+
+def test_export_pages_through_every_block_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from cloister.cli import ledger as ledger_cli
+    from cloister.cli.main import app
+    from cloister.crypto.identity import Identity
+    from cloister.ledger.embedded import EmbeddedLedger
+    from cloister.ledger.genesis import Genesis
+    from cloister.ledger.wallet import Wallet
+
+    db = tmp_path / "ledger.db"
+    with EmbeddedLedger.create(db, Genesis.devnet(1_800_000_000)) as ledger:
+        wallet = Wallet(Identity.generate(), ledger)
+        wallet.register("alice")
+        for _ in range(4):
+            wallet.faucet(1)
+    monkeypatch.setattr(ledger_cli, "EXPORT_PAGE", 2)
+    out = tmp_path / "log.jsonl"
+    result = CliRunner().invoke(app, ["ledger", "export", "--db", str(db), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    heights = [json.loads(line)["height"] for line in out.read_text().splitlines()]
+    assert heights == [1, 2, 3, 4, 5]
