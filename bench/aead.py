@@ -141,9 +141,7 @@ def main() -> None:
     print(f"{'':6}{'cloister MiB/s':>16}{'baseline MiB/s':>16}{'ratio':>8}{'tracemalloc peak':>18}")
     for name, (ours, base) in timings.items():
         ours_rate, base_rate = args.size_mib / ours, args.size_mib / base
-        print(
-            f"{name:6}{ours_rate:16.0f}{base_rate:16.0f}{ours_rate / base_rate:8.2f}{peaks[name]:15.2f} MiB"
-        )
+        print(f"{name:6}{ours_rate:16.0f}{base_rate:16.0f}{ours_rate / base_rate:8.2f}{peaks[name]:15.2f} MiB")
     print(f"peak RSS: {rss_start:.0f} MiB before, {rss_end:.0f} MiB after all runs")
 
 

@@ -37,9 +37,7 @@ def test_grant_round_trip(loader_key: X25519PrivateKey) -> None:
         ("machine_id", "machine-b"),
     ],
 )
-def test_grant_does_not_open_for_another_binding(
-    loader_key: X25519PrivateKey, field: str, other: str
-) -> None:
+def test_grant_does_not_open_for_another_binding(loader_key: X25519PrivateKey, field: str, other: str) -> None:
     sealed = _grant(generate_key(), loader_key)
     with pytest.raises(IntegrityError, match="grant again") as raised:
         open_key_grant(sealed, loader_key, **{**BINDING, field: other})
@@ -74,9 +72,7 @@ def test_binding_fields_cannot_be_shifted_between_each_other(loader_key: X25519P
         machine_id="m",
     )
     with pytest.raises(IntegrityError):
-        open_key_grant(
-            sealed, loader_key, order_id="order", content_digest=BINDING["content_digest"], machine_id="1|m"
-        )
+        open_key_grant(sealed, loader_key, order_id="order", content_digest=BINDING["content_digest"], machine_id="1|m")
 
 
 @pytest.mark.parametrize("dek", [b"", bytes(16), bytes(33)])

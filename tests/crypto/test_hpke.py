@@ -91,12 +91,8 @@ def test_a1_encap_gives_the_published_enc_and_shared_secret() -> None:
 
 def test_a1_key_schedule_matches() -> None:
     assert _key_schedule_context(Aead.AES_128_GCM, h("info")).hex() == A1["key_schedule_context"]
-    sender, _ = _setup_sender(
-        Aead.AES_128_GCM, h("pkRm"), h("info"), X25519PrivateKey.from_private_bytes(h("skEm"))
-    )
-    receiver = _setup_receiver(
-        Aead.AES_128_GCM, h("pkEm"), X25519PrivateKey.from_private_bytes(h("skRm")), h("info")
-    )
+    sender, _ = _setup_sender(Aead.AES_128_GCM, h("pkRm"), h("info"), X25519PrivateKey.from_private_bytes(h("skEm")))
+    receiver = _setup_receiver(Aead.AES_128_GCM, h("pkEm"), X25519PrivateKey.from_private_bytes(h("skRm")), h("info"))
     for context in (sender, receiver):
         assert context.key.hex() == A1["key"]
         assert context.base_nonce.hex() == A1["base_nonce"]
@@ -104,12 +100,8 @@ def test_a1_key_schedule_matches() -> None:
 
 
 def test_a1_sequence_of_encryptions_matches_and_opens() -> None:
-    sender, enc = _setup_sender(
-        Aead.AES_128_GCM, h("pkRm"), h("info"), X25519PrivateKey.from_private_bytes(h("skEm"))
-    )
-    receiver = _setup_receiver(
-        Aead.AES_128_GCM, enc, X25519PrivateKey.from_private_bytes(h("skRm")), h("info")
-    )
+    sender, enc = _setup_sender(Aead.AES_128_GCM, h("pkRm"), h("info"), X25519PrivateKey.from_private_bytes(h("skEm")))
+    receiver = _setup_receiver(Aead.AES_128_GCM, enc, X25519PrivateKey.from_private_bytes(h("skRm")), h("info"))
     expected = {seq: (bytes.fromhex(aad), ct) for seq, aad, ct in A1_ENCRYPTIONS}
     for seq in range(max(expected) + 1):
         aad = expected[seq][0] if seq in expected else f"Count-{seq}".encode()
@@ -131,9 +123,7 @@ def test_a1_single_shot_open_with_the_published_enc() -> None:
 # --- interop with cryptography's own HPKE -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "plaintext", [b"", b"x", b"a DEK would be 32 bytes long...!", bytes(range(256)) * 40]
-)
+@pytest.mark.parametrize("plaintext", [b"", b"x", b"a DEK would be 32 bytes long...!", bytes(range(256)) * 40])
 def test_theirs_opens_ours(plaintext: bytes) -> None:
     key, public = _key_pair()
     assert THEIR_SUITE.decrypt(seal(public, plaintext, info=INFO), key, info=INFO) == plaintext

@@ -276,9 +276,7 @@ def test_flipped_ciphertext_bit(sealed: bytes, position: int) -> None:
     assert_refused(bytes(tampered), "does not authenticate")
 
 
-@pytest.mark.parametrize(
-    "position", [9, 9 + 15, 9 + 16, HEADER_SIZE - 1], ids=["salt", "salt-end", "prefix", "last"]
-)
+@pytest.mark.parametrize("position", [9, 9 + 15, 9 + 16, HEADER_SIZE - 1], ids=["salt", "salt-end", "prefix", "last"])
 def test_changed_header_byte(sealed: bytes, position: int) -> None:
     tampered = bytearray(sealed)
     tampered[position] ^= 0x01
@@ -347,9 +345,7 @@ def test_file_round_trip(tmp_path: Path) -> None:
     sealed = seal_file(KEY, tmp_path / "in.bin", tmp_path / "in.clsa", aad=b"a")
     assert sealed.plaintext_digest == digest_bytes(data)
     assert (tmp_path / "in.clsa").stat().st_size == sealed.ciphertext_size
-    opened = open_file(
-        KEY, tmp_path / "in.clsa", tmp_path / "out.bin", aad=b"a", expected_digest=digest_bytes(data)
-    )
+    opened = open_file(KEY, tmp_path / "in.clsa", tmp_path / "out.bin", aad=b"a", expected_digest=digest_bytes(data))
     assert opened.plaintext_digest == sealed.plaintext_digest
     assert (tmp_path / "out.bin").read_bytes() == data
     assert (tmp_path / "out.bin").stat().st_mode & 0o777 == 0o600

@@ -22,12 +22,8 @@ def seal_key_grant(
 ) -> bytes:
     """Seal ``dek`` to a machine's loader key, usable only for this order, content and machine."""
     if not isinstance(dek, bytes) or len(dek) != KEY_SIZE:
-        raise MalformedInput(
-            f"a content key (DEK) is {KEY_SIZE} bytes; use the one the content was sealed with"
-        )
-    return seal(
-        recipient_public_key, dek, info=GRANT_INFO, aad=_binding(order_id, content_digest, machine_id)
-    )
+        raise MalformedInput(f"a content key (DEK) is {KEY_SIZE} bytes; use the one the content was sealed with")
+    return seal(recipient_public_key, dek, info=GRANT_INFO, aad=_binding(order_id, content_digest, machine_id))
 
 
 def open_key_grant(

@@ -108,8 +108,7 @@ def _encap(recipient_public_key: bytes, ephemeral: X25519PrivateKey) -> tuple[by
         dh = ephemeral.exchange(x25519_public(recipient_public_key))
     except ValueError:
         raise MalformedInput(
-            "the recipient's X25519 public key is a low-order point; "
-            "ask the recipient for its real sealing key"
+            "the recipient's X25519 public key is a low-order point; ask the recipient for its real sealing key"
         ) from None
     enc = _public_bytes(ephemeral)
     return _shared_secret(dh, enc, recipient_public_key), enc
@@ -120,8 +119,7 @@ def _decap(enc: bytes, recipient: X25519PrivateKey) -> bytes:
         dh = recipient.exchange(X25519PublicKey.from_public_bytes(enc))
     except ValueError:
         raise IntegrityError(
-            "the sealed message's encapsulated key is invalid; it was tampered with — "
-            "ask the sender to seal again"
+            "the sealed message's encapsulated key is invalid; it was tampered with — ask the sender to seal again"
         ) from None
     return _shared_secret(dh, enc, _public_bytes(recipient))
 

@@ -193,8 +193,7 @@ def open_file(
 def _check_chunk_size(chunk_size: int) -> None:
     if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
         raise MalformedInput(
-            f"chunk size {chunk_size} is outside {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE} bytes; "
-            f"use the default {CHUNK_SIZE}"
+            f"chunk size {chunk_size} is outside {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE} bytes; use the default {CHUNK_SIZE}"
         )
 
 
@@ -209,9 +208,7 @@ def _cipher(key: bytes, header: bytes, aad: bytes) -> tuple[AESGCM, bytes, bytes
 
 def _nonce(prefix: bytes, index: int, last: bool) -> bytes:
     if index > _MAX_INDEX:
-        raise MalformedInput(
-            f"a sealed stream holds at most {_MAX_INDEX + 1} chunks; seal with a larger chunk size"
-        )
+        raise MalformedInput(f"a sealed stream holds at most {_MAX_INDEX + 1} chunks; seal with a larger chunk size")
     return prefix + struct.pack(">IB", index, last)
 
 
@@ -249,8 +246,7 @@ def _parse_header(header: bytes) -> int:
         raise MalformedInput(f"not a Cloister sealed stream: it starts with {magic!r}, not {MAGIC!r}")
     if version != VERSION:
         raise MalformedInput(
-            f"sealed stream format version {version} is not supported (this Cloister reads {VERSION}); "
-            "upgrade Cloister"
+            f"sealed stream format version {version} is not supported (this Cloister reads {VERSION}); upgrade Cloister"
         )
     _check_chunk_size(chunk_size)
     return int(chunk_size)
