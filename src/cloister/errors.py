@@ -244,6 +244,57 @@ class LedgerCorrupted(LedgerError):
         self.height = height
 
 
+# --- attestation ---------------------------------------------------------------------------------------------
+
+
+class AttestationError(CloisterError):
+    """Attestation evidence was not accepted; ``check`` names the check that failed."""
+
+    code = "attestation"
+    http_status = 422
+
+    def __init__(self, message: str, *, check: str, **details: Any) -> None:
+        super().__init__(message, check=check, **details)
+        self.check = check
+
+
+class EvidenceMalformed(AttestationError):
+    """Evidence, a certificate or collateral could not be parsed."""
+
+    code = "evidence_malformed"
+
+
+class VerificationFailed(AttestationError):
+    """Evidence is not authentic: a signature, a binding or a freshness check failed (the *verify* step)."""
+
+    code = "verification_failed"
+
+
+class CertificateInvalid(VerificationFailed):
+    """A certificate chain does not lead to a trusted root, or a certificate is expired, not yet valid or revoked."""
+
+    code = "certificate_invalid"
+
+
+class CollateralInvalid(VerificationFailed):
+    """Vendor collateral (TCB info, identities, CRLs, reference measurements) is unsigned, stale or inapplicable."""
+
+    code = "collateral_invalid"
+
+
+class StaleEvidence(VerificationFailed):
+    """Evidence does not carry the expected nonce: it may be a replay."""
+
+    code = "stale_evidence"
+
+
+class PolicyViolation(AttestationError):
+    """Authentic evidence does not satisfy the policy (the *validate* step)."""
+
+    code = "policy_violation"
+    http_status = 403
+
+
 def _collect(cls: type[CloisterError]) -> dict[str, type[CloisterError]]:
     found = {cls.code: cls}
     for sub in cls.__subclasses__():
