@@ -108,6 +108,12 @@ class MalformedInput(CryptoError):
     code = "malformed"
 
 
+class BindingMismatch(IntegrityError):
+    """A correctly signed statement is about something else (another order, key or result): a replay or mix-up."""
+
+    code = "binding_mismatch"
+
+
 # --- keystore ------------------------------------------------------------------------------------------------
 
 
@@ -288,11 +294,65 @@ class StaleEvidence(VerificationFailed):
     code = "stale_evidence"
 
 
+class CollectionError(AttestationError):
+    """The platform's evidence interface (configfs-tsm, NVML) is missing, refused, or kept changing under us."""
+
+    code = "collection_failed"
+    http_status = 503
+
+
 class PolicyViolation(AttestationError):
     """Authentic evidence does not satisfy the policy (the *validate* step)."""
 
     code = "policy_violation"
     http_status = 403
+
+
+# --- engines -------------------------------------------------------------------------------------------------
+
+
+class EngineError(CloisterError):
+    """Base of engine failures: bundles, manifests, jobs and engine runs."""
+
+    code = "engine"
+    http_status = 422
+
+
+class ManifestInvalid(EngineError):
+    """An ``engine.toml`` is missing, not TOML, or does not describe a valid engine."""
+
+    code = "engine_manifest_invalid"
+
+
+class BundleInvalid(EngineError):
+    """An engine folder cannot be packed, or a packed bundle holds something unsafe (links, traversal, devices)."""
+
+    code = "engine_bundle_invalid"
+
+
+class EngineNotFound(EngineError):
+    code = "engine_not_found"
+    http_status = 404
+
+
+class JobInvalid(EngineError):
+    """A job for an engine is malformed: bad ``job.json``, unknown or ill-typed parameters, wrong inputs."""
+
+    code = "engine_job_invalid"
+
+
+class EngineFailed(EngineError):
+    """The engine process exited with an error; ``returncode`` and the tail of its log say why."""
+
+    code = "engine_failed"
+    http_status = 500
+
+
+class EngineTimeout(EngineFailed):
+    """The engine ran longer than it was allowed and was killed."""
+
+    code = "engine_timeout"
+    http_status = 504
 
 
 def _collect(cls: type[CloisterError]) -> dict[str, type[CloisterError]]:

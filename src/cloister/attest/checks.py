@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
-from cloister.errors import AttestationError
+from cloister.errors import AttestationError, CloisterError
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,11 @@ class Checklist:
         raise error
 
     def run(self, name: str, detail: str = "") -> _Step:
-        """``with checklist.run("chain"):`` records a pass, or records and re-raises an attestation error."""
+        """``with checklist.run("chain"):`` records a pass, or records and re-raises a Cloister error.
+
+        An error that does not yet name its check (a ``check`` detail) is named after the step, so whoever
+        catches it learns which check failed.
+        """
         return _Step(self, name, detail)
 
     @property
@@ -54,11 +58,13 @@ class _Step:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> Literal[False]:
         if exc is None:
             self.checklist.passed(self.name, self.detail)
-        elif isinstance(exc, AttestationError):
-            self.checklist.items.append(Check(exc.check or self.name, False, exc.message))
+        elif isinstance(exc, CloisterError):
+            name = str(exc.details.get("check") or self.name)
+            exc.details["check"] = name
+            self.checklist.items.append(Check(name, False, exc.message))
         return False
 
 

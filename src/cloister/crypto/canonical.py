@@ -38,9 +38,16 @@ def canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("an object repeats a key (parsers disagree on which one wins)")
+    return obj
+
+
 def loads(data: bytes | str) -> Any:
-    """Parse JSON text, turning every parse failure into :class:`MalformedInput`."""
+    """Parse JSON text, turning every parse failure (and any repeated object key) into :class:`MalformedInput`."""
     try:
-        return json.loads(data)
+        return json.loads(data, object_pairs_hook=_unique_keys)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedInput(f"not valid JSON: {exc}") from None
