@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from cloister import __version__
-from cloister.cli import account, content, demo, devnet, ledger, offer
+from cloister.cli import account, content, demo, devnet, ledger, offer, verify
 from cloister.cli.common import Options, err_console
 from cloister.errors import CloisterError
 
@@ -24,6 +24,7 @@ app.add_typer(devnet.app, name="devnet")
 app.add_typer(offer.app, name="offer")
 app.add_typer(content.app, name="content")
 app.add_typer(ledger.app, name="ledger")
+app.add_typer(verify.app, name="verify")
 app.command(name="demo")(demo.demo)
 
 

@@ -1,0 +1,170 @@
+"""`cloister verify …`: check evidence, reports, manifests and receipts offline, as a checklist."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import tempfile
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cloister.attest.checks import Checklist
+from cloister.attest.der import parse_pem_certificates
+from cloister.attest.registry import platform as load_platform
+from cloister.cli.common import console, print_json
+from cloister.errors import AttestationError, CloisterError, ConfigError, StaleEvidence
+
+app = typer.Typer(help="Verify attestation evidence and signed records offline.", no_args_is_help=True)
+
+
+class PlatformName(StrEnum):
+    snp = "snp"
+    tdx = "tdx"
+    nvgpu = "nvgpu"
+    sim = "sim"
+
+
+def _detect(path: Path) -> str:
+    """Guess the platform from the evidence itself when --platform is not given."""
+    head = path.read_bytes()[:4096]
+    if head[:4] == b"HCLA" or len(head) in (1184, 2600):
+        return "snp"
+    if head[:2] in (b"\x04\x00", b"\x05\x00"):
+        return "tdx"
+    if head.lstrip()[:1] in (b"[", b"{") or head[:8].lower() == b"11e001ff":
+        return "nvgpu"
+    raise ConfigError(f"cannot tell which platform {path} is from; pass --platform")
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not an ISO time like 2025-01-31T12:00:00Z", param_hint="--at") from None
+    if moment.tzinfo is None:
+        raise typer.BadParameter("give a time zone, e.g. 2025-01-31T12:00:00Z", param_hint="--at")
+    return moment
+
+
+def _load_policy(path: Path | None, name: str, policy_cls: Any) -> Any:
+    """The platform's table of a policy TOML file (an appraisal policy or a bare platform table), else defaults."""
+    if path is None:
+        return policy_cls()
+    try:
+        document = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read policy {path}: {exc}") from None
+    table = document.get(name, document)
+    return policy_cls.from_toml(table)
+
+
+def _options(module: Any, **values: Any) -> Any:
+    """The platform's VerifyOptions with every given value it has a field for."""
+    names = {f.name for f in dataclasses.fields(module.VerifyOptions)}
+    return module.VerifyOptions(**{k: v for k, v in values.items() if k in names and v is not None})
+
+
+@contextmanager
+def _combined(paths: list[Path]) -> Iterator[Path | None]:
+    """One certificate file for the platform loader: the only one given, or a PEM bundle of all of them."""
+    if len(paths) <= 1:
+        yield paths[0] if paths else None
+        return
+    pem = []
+    for path in paths:
+        data = path.read_bytes()
+        if b"-----BEGIN CERTIFICATE-----" in data:
+            pem.append(data.decode("ascii", errors="replace").strip())
+        else:
+            body = base64.encodebytes(data).decode().strip()
+            pem.append(f"-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----")
+    with tempfile.TemporaryDirectory() as folder:
+        bundle = Path(folder) / "certs.pem"
+        bundle.write_text("\n".join(pem) + "\n")
+        yield bundle
+
+
+def _print_checks(checklist: Checklist) -> None:
+    table = Table("", "check", "detail", show_edge=False)
+    for item in checklist.items:
+        table.add_row("[green]✓[/]" if item.passed else "[red]✗[/]", item.name, item.detail)
+    console.print(table)
+
+
+@app.command()
+def evidence(
+    path: Annotated[Path, typer.Argument(help="Report, quote or GPU evidence file.", exists=True, dir_okay=False)],
+    platform_name: Annotated[
+        PlatformName | None, typer.Option("--platform", help="Evidence platform (default: detected).")
+    ] = None,
+    certs: Annotated[
+        list[Path] | None, typer.Option(help="Certificates (PEM bundle or DER); repeat to combine several files.")
+    ] = None,
+    collateral: Annotated[Path | None, typer.Option(help="Folder of vendor collateral (TDX).")] = None,
+    rims: Annotated[Path | None, typer.Option(help="Folder of reference measurements (NVIDIA RIMs).")] = None,
+    roots: Annotated[
+        Path | None, typer.Option(help="Trust these root certificates (PEM) instead of the pinned.")
+    ] = None,
+    at: Annotated[str | None, typer.Option(help="Verify as of this ISO time (default: now).")] = None,
+    policy: Annotated[Path | None, typer.Option(help="Policy TOML (default: the platform's safe defaults).")] = None,
+    no_policy: Annotated[bool, typer.Option("--no-policy", help="Check authenticity only.")] = False,
+    nonce: Annotated[str | None, typer.Option(help="Expected report data / GPU nonce, hex.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Verify evidence (signatures, chains, collateral, freshness), then validate it against a policy."""
+    name = platform_name.value if platform_name else _detect(path)
+    checklist = Checklist()
+    claims: Any = None
+    error: CloisterError | None = None
+    try:
+        expected = bytes.fromhex(nonce) if nonce else None
+    except ValueError:
+        raise typer.BadParameter("--nonce takes hex", param_hint="--nonce") from None
+    try:
+        module = load_platform(name)
+        with _combined(certs or []) as cert_file:
+            loaded = module.Evidence.from_files(path, certs=cert_file, collateral=collateral, rims=rims)
+        root_certs = tuple(parse_pem_certificates(roots.read_bytes())) if roots else None
+        options = _options(module, now=_parse_time(at), roots=root_certs, expected_nonce=expected)
+        claims = module.verify(loaded, options, checklist=checklist)
+        if expected is not None and name != "nvgpu":
+            with checklist.run("nonce", "report data equals the expected nonce"):
+                if claims.report_data != expected.ljust(len(claims.report_data), b"\0"):
+                    raise StaleEvidence("report data is not the expected nonce: a replay?", check="nonce")
+        if not no_policy:
+            module.validate(claims, _load_policy(policy, name, module.Policy), checklist=checklist)
+    except (AttestationError, ConfigError) as exc:
+        error = exc
+    if as_json:
+        print_json(
+            {
+                "ok": error is None,
+                "platform": name,
+                "claims": claims.to_json() if claims is not None else None,
+                "checks": checklist.to_json(),
+                "error": error.to_json()["error"] if error else None,
+            }
+        )
+    else:
+        if claims is not None:
+            table = Table(show_header=False, title=f"{name} claims")
+            for key, value in claims.to_json().items():
+                table.add_row(key, str(value))
+            console.print(table)
+        _print_checks(checklist)
+        if error is None:
+            console.print("[green]evidence verified[/]" + ("" if no_policy else " and the policy is satisfied"))
+        else:
+            console.print(f"[red]rejected[/] ({error.code}): {error.message}")
+    if error is not None:
+        raise typer.Exit(1)
