@@ -1,0 +1,71 @@
+"""`cloister verify evidence` on real vendor evidence: claims, checklist, exit status, JSON."""
+
+from __future__ import annotations
+
+import json
+
+from tests.attest.vectors import vector
+from typer.testing import CliRunner
+
+from cloister.cli.main import app
+
+runner = CliRunner()
+
+
+def verify(*args: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    result = runner.invoke(app, ["verify", "evidence", *args, "--json"])
+    return result.exit_code, json.loads(result.stdout)
+
+
+def test_snp_report_is_authentic_but_debug_is_refused_by_default() -> None:
+    common = [
+        str(vector("snp/gosev_attestation.bin")),
+        "--certs", str(vector("snp/gosev_vcek.testcer")),
+        "--certs", str(vector("snp/gosev_ask_ark_milan.pem")),
+        "--at", "2023-01-01T00:00:00Z",
+    ]  # fmt: skip
+    code, body = verify(*common, "--no-policy")
+    assert code == 0 and body["ok"] and body["platform"] == "snp"
+    assert body["claims"]["measurement"].startswith("b07af9620f3b839b")
+    assert [c["name"] for c in body["checks"] if not c["passed"]] == []
+
+    code, body = verify(*common)
+    assert code == 1 and body["error"]["code"] == "policy_violation"
+    assert body["checks"][-1] == {"name": "debug", "passed": False, "detail": body["error"]["message"]}
+
+    code, body = verify(*common, "--no-policy", "--nonce", "0102030405")
+    assert code == 0, body
+    code, body = verify(*common, "--no-policy", "--nonce", "0102030406")
+    assert code == 1 and body["error"]["code"] == "stale_evidence"
+
+
+def test_snp_report_outside_certificate_validity_is_refused() -> None:
+    code, body = verify(
+        str(vector("snp/gosev_attestation.bin")),
+        "--certs", str(vector("snp/gosev_vcek.testcer")),
+        "--certs", str(vector("snp/gosev_ask_ark_milan.pem")),
+        "--at", "2031-01-01T00:00:00Z", "--no-policy",
+    )  # fmt: skip
+    assert code == 1 and body["error"]["code"] == "certificate_invalid"
+
+
+def test_nvidia_evidence_nonce_and_detection() -> None:
+    report = str(vector("nvgpu/nvtrust_hopperAttestationReport.txt"))
+    chain = str(vector("nvgpu/nvtrust_hopperCertChain.txt"))
+    nonce = "931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb"
+    code, body = verify(report, "--certs", chain, "--nonce", nonce, "--no-policy")
+    assert code == 0 and body["platform"] == "nvgpu", body
+    code, body = verify(report, "--certs", chain, "--nonce", "00" * 32, "--no-policy")
+    assert code == 1 and body["error"]["code"] == "stale_evidence"
+
+
+def test_human_output_is_a_checklist() -> None:
+    result = runner.invoke(
+        app,
+        [
+            "verify", "evidence", str(vector("nvgpu/nvsdk_sad_hopperAttestationReportInvalidSignature.txt")),
+            "--certs", str(vector("nvgpu/nvsdk_sad_hopperCertChainExpired.txt")), "--platform", "nvgpu",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "✗" in result.stdout and "rejected" in result.stdout
