@@ -69,3 +69,18 @@ def test_human_output_is_a_checklist() -> None:
     )  # fmt: skip
     assert result.exit_code == 1
     assert "✗" in result.stdout and "rejected" in result.stdout
+
+
+def test_tdx_quote_with_its_embedded_pck_chain() -> None:
+    quote = str(vector("tdx/gotdx_tdx_prod_quote_SPR_E4.dat"))
+    report_data = (
+        "6c62dec1b8191749a31dab490be532a35944dea47caef1f980863993d9899545"
+        "eb7406a38d1eed313b987a467dacead6f0c87a6d766c66f6f29f8acb281f1113"
+    )
+    code, body = verify(quote, "--at", "2023-07-01T01:00:00Z", "--no-policy", "--nonce", report_data)
+    assert code == 0 and body["platform"] == "tdx", body
+    assert body["claims"]["measurement"].startswith("6363b8043668a3ad")
+    code, body = verify(quote, "--at", "2053-07-01T01:00:00Z", "--no-policy")
+    assert code == 1 and body["error"]["code"] == "certificate_invalid"
+    code, body = verify(quote, "--at", "2023-07-01T01:00:00Z")
+    assert code == 1 and body["error"]["code"] == "policy_violation", "the default policy needs Intel collateral"

@@ -22,6 +22,7 @@ from cloister.attest.registry import platform as load_platform
 from cloister.cli.common import console, print_json
 from cloister.errors import AttestationError, CloisterError, ConfigError, StaleEvidence
 
+REPORT_DATA_SIZE = 64
 app = typer.Typer(help="Verify attestation evidence and signed records offline.", no_args_is_help=True)
 
 
@@ -135,11 +136,14 @@ def evidence(
         with _combined(certs or []) as cert_file:
             loaded = module.Evidence.from_files(path, certs=cert_file, collateral=collateral, rims=rims)
         root_certs = tuple(parse_pem_certificates(roots.read_bytes())) if roots else None
+        takes_nonce = "expected_nonce" in {f.name for f in dataclasses.fields(module.VerifyOptions)}
+        if expected is not None and name != "nvgpu":
+            expected = expected.ljust(REPORT_DATA_SIZE, b"\0")
         options = _options(module, now=_parse_time(at), roots=root_certs, expected_nonce=expected)
         claims = module.verify(loaded, options, checklist=checklist)
-        if expected is not None and name != "nvgpu":
+        if expected is not None and not takes_nonce:
             with checklist.run("nonce", "report data equals the expected nonce"):
-                if claims.report_data != expected.ljust(len(claims.report_data), b"\0"):
+                if claims.report_data != expected:
                     raise StaleEvidence("report data is not the expected nonce: a replay?", check="nonce")
         if not no_policy:
             module.validate(claims, _load_policy(policy, name, module.Policy), checklist=checklist)
