@@ -76,6 +76,14 @@ def children(value: bytes, *, what: str = "DER") -> list[Tlv]:
     return items
 
 
+def children_exactly(value: bytes, count: int, *, what: str) -> list[Tlv]:
+    """The elements inside a constructed value that must hold exactly ``count`` of them."""
+    items = children(value, what=what)
+    if len(items) != count:
+        raise EvidenceMalformed(f"{what}: expected {count} elements, found {len(items)}", check="der")
+    return items
+
+
 def expect(item: Tlv, tag: int, what: str) -> Tlv:
     if item.tag != tag:
         raise EvidenceMalformed(f"{what}: expected tag 0x{tag:02x}, found 0x{item.tag:02x}", check="der")
@@ -155,7 +163,9 @@ def decode_name(item: Tlv) -> Name:
     attributes = []
     for rdn in children(expect(item, SEQUENCE, "name").value):
         for attribute in children(expect(rdn, SET, "name RDN").value):
-            oid_item, value_item = children(expect(attribute, SEQUENCE, "name attribute").value)
+            oid_item, value_item = children_exactly(
+                expect(attribute, SEQUENCE, "name attribute").value, 2, what="name attribute"
+            )
             value = value_item.value.decode("utf-8", errors="replace") if value_item.tag in _STRING_TAGS else ""
             attributes.append((decode_oid(oid_item.value), value))
     return Name(item.encoded, tuple(attributes))
@@ -224,9 +234,11 @@ def parse_certificate(data: bytes) -> Certificate:
     for extra in fields[index + 6 :]:
         if extra.tag != 0xA3:
             continue  # issuer/subject unique ids: unused here
-        (sequence,) = children(extra.value)
+        (sequence,) = children_exactly(extra.value, 1, what="extensions")
         for ext in children(expect(sequence, SEQUENCE, "extensions").value):
             ext_parts = children(expect(ext, SEQUENCE, "extension").value)
+            if len(ext_parts) not in (2, 3):
+                raise EvidenceMalformed("certificate: an extension is not (id, [critical], value)", check="der")
             critical = len(ext_parts) == 3 and expect(ext_parts[1], BOOLEAN, "critical").value == b"\xff"
             extensions.append(
                 Extension(

@@ -14,7 +14,16 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
-from cloister.attest.der import INTEGER, SEQUENCE, Certificate, children, decode_integer, decode_oid, read_tlv
+from cloister.attest.der import (
+    INTEGER,
+    SEQUENCE,
+    Certificate,
+    children,
+    children_exactly,
+    decode_integer,
+    decode_oid,
+    read_tlv,
+)
 from cloister.errors import CertificateInvalid, EvidenceMalformed, VerificationFailed
 
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
@@ -24,12 +33,12 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "2.16.840.1.101.3.4.2.2": hashes.SHA384,
     "2.16.840.1.101.3.4.2.3": hashes.SHA512,
 }
-_ECDSA = {
+_ECDSA: dict[str, type[hashes.SHA256 | hashes.SHA384 | hashes.SHA512]] = {
     "1.2.840.10045.4.3.2": hashes.SHA256,
     "1.2.840.10045.4.3.3": hashes.SHA384,
     "1.2.840.10045.4.3.4": hashes.SHA512,
 }
-_RSA_PKCS1 = {
+_RSA_PKCS1: dict[str, type[hashes.SHA256 | hashes.SHA384 | hashes.SHA512]] = {
     "1.2.840.113549.1.1.11": hashes.SHA256,
     "1.2.840.113549.1.1.12": hashes.SHA384,
     "1.2.840.113549.1.1.13": hashes.SHA512,
@@ -56,9 +65,10 @@ def _pss_parameters(der: bytes) -> tuple[hashes.HashAlgorithm, int]:
     hash_cls: type[hashes.HashAlgorithm] | None = None
     salt = 20
     for item in children(top.value) if top.tag == SEQUENCE else []:
-        (inner,) = children(item.value)
+        (inner,) = children_exactly(item.value, 1, what="RSA-PSS parameters")
         if item.tag == 0xA0:
-            hash_oid = decode_oid(children(inner.value)[0].value if inner.tag == SEQUENCE else b"")
+            hash_items = children(inner.value) if inner.tag == SEQUENCE else []
+            hash_oid = decode_oid(hash_items[0].value if hash_items else b"")
             hash_cls = _HASHES.get(hash_oid)
         elif item.tag == 0xA2 and inner.tag == INTEGER:
             salt = decode_integer(inner.value)
@@ -127,6 +137,7 @@ def verify_chain(chain: Sequence[Certificate], roots: Sequence[Certificate], *, 
         raise CertificateInvalid("no trusted roots given", check="roots")
     root_ders = {root.der: root for root in roots}
     links = list(chain)
+    anchor: Certificate | None
     if links[-1].der in root_ders and len(links) > 1:
         anchor = root_ders[links.pop().der]
     else:
@@ -144,4 +155,3 @@ def verify_chain(chain: Sequence[Certificate], roots: Sequence[Certificate], *, 
         verify_issued_by(cert, issuer)
     verify_issued_by(anchor, anchor)
     return anchor
-
