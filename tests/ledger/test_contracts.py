@@ -8,7 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from tests.ledger.attested import challenged_nonce, registration
 
+from cloister.attest.tcb import Tcb
+from cloister.crypto.identity import Identity
 from cloister.errors import (
     BadRequest,
     InsufficientFunds,
@@ -24,13 +27,13 @@ from cloister.ledger.protocol import Ledger, TxReceipt
 from cloister.ledger.records import MachineSpecs, OfferKind, Pricing, Restrictions
 from cloister.ledger.transactions import (
     CancelOrder,
+    ChallengeMachine,
     CompleteOrder,
     CreateOffer,
     CreateOrder,
     FailOrder,
     Heartbeat,
     PostGrant,
-    RegisterMachine,
     RegisterProvider,
     RetireMachine,
     RetireOffer,
@@ -65,8 +68,13 @@ class Market:
         wallet.send(RegisterProvider(name, "machines for rent"))
         return wallet
 
-    def machine(self, provider: Wallet | None = None, platform: str = "sim", region: str = "eu-west") -> str:
-        register = RegisterMachine(platform, region, SPECS, b"evidence", b"\x01" * 32, b"\x02" * 32)
+    def challenge(self, provider: Wallet | None = None) -> bytes:
+        receipt = (provider or self.provider).send(ChallengeMachine())
+        return challenged_nonce([(event.kind, event.attrs) for event in receipt.events])
+
+    def machine(self, provider: Wallet | None = None, region: str = "eu-west", **tcb: Any) -> str:
+        """Register a machine with a sim TCB answering a fresh challenge; returns its id."""
+        register = registration(self.challenge(provider), SPECS, region, **tcb)
         return str(attrs((provider or self.provider).send(register), "machine.registered")["machine_id"])
 
     def compute(
@@ -147,26 +155,30 @@ def market(ledger: Ledger, make_wallet: Callable[..., Wallet]) -> Market:
 
 
 def test_machine_registration_and_heartbeat(market: Market, ledger: Ledger, clock: Any) -> None:
-    machine_id = market.machine(platform="snp", region="us-east")
-    machine = ledger.machine(machine_id)
+    loader = Identity.generate().public
+    receipt = market.provider.send(registration(market.challenge(), SPECS, "us-east", loader=loader, gpu=True))
+    registered = attrs(receipt, "machine.registered")
+    machine = ledger.machine(registered["machine_id"])
     assert machine.machine_id.startswith("mc-") and machine.provider == market.provider.address
-    assert (machine.platform, machine.region, machine.specs, machine.tcb_evidence) == (
-        "snp",
-        "us-east",
-        SPECS,
-        b"evidence",
-    )
+    assert (machine.platform, machine.region, machine.specs) == ("sim", "us-east", SPECS)
+    assert (machine.loader_signing_key, machine.loader_sealing_key) == (loader.signing_key, loader.sealing_key)
+    tcb = Tcb.from_bytes(machine.tcb_evidence)
+    assert tcb.loader == loader and tcb.gpu is not None
+    assert (machine.attestation_verdict, registered["verdict"]) == ("simulated", "simulated")
+    assert registered["attestation"] == machine.attestation_digest
     assert machine.registered_at == machine.last_heartbeat == clock.now and machine.active
     clock.advance(30)
-    market.provider.send(Heartbeat(machine_id))
-    assert ledger.machine(machine_id).last_heartbeat == clock.now
-    assert ledger.machines(provider=market.provider.address) == [ledger.machine(machine_id)]
+    market.provider.send(Heartbeat(machine.machine_id))
+    assert ledger.machine(machine.machine_id).last_heartbeat == clock.now
+    assert ledger.machines(provider=market.provider.address) == [ledger.machine(machine.machine_id)]
     assert ledger.machines(provider=market.developer.address) == []
 
 
-def test_only_providers_register_and_tend_their_machines(market: Market, ledger: Ledger) -> None:
+def test_only_providers_challenge_register_and_tend_their_machines(market: Market, ledger: Ledger) -> None:
     with pytest.raises(NotAuthorized, match=r"provider\.register first"):
-        market.developer.send(RegisterMachine("sim", "eu", SPECS, b"evidence", b"\x01" * 32, b"\x02" * 32))
+        market.developer.send(ChallengeMachine())
+    with pytest.raises(NotAuthorized, match=r"provider\.register first"):
+        market.developer.send(registration(bytes(32), SPECS))
     machine_id = market.machine()
     rival = market.new_provider("rival")
     with pytest.raises(NotAuthorized, match="belongs to provider"):
@@ -505,18 +517,20 @@ def test_named_compute_offer_restrictions_apply(market: Market) -> None:
         market.order(model, (dataset,), engine, compute=short, lease_hours=2)
 
 
-@pytest.mark.parametrize(
-    ("limits", "refusal"),
-    [
-        (Restrictions(platforms=("snp", "tdx")), "platform not allowed by offer"),
-        (Restrictions(regions=("us-east",)), "region not allowed by offer"),
-    ],
-)
-def test_placement_restrictions_filter_machines(market: Market, limits: Restrictions, refusal: str) -> None:
-    model, dataset, engine = market.basic(model=limits)
-    with pytest.raises(NoEligibleMachine, match=f"1 {refusal} {model}"):
+def test_platform_restrictions_filter_machines(market: Market) -> None:
+    model, dataset, engine = market.basic(model=Restrictions(platforms=("snp", "tdx")))
+    with pytest.raises(NoEligibleMachine, match=f"1 platform not allowed by offer {model}"):
         market.order(model, (dataset,), engine)
-    fitting = market.machine(platform="snp", region="us-east")
+    sim_model = market.content("model", restrictions=Restrictions(platforms=("sim", "snp")))
+    _, receipt = market.order(sim_model, (dataset,), engine)
+    assert attrs(receipt, "order.assigned")["machines"] == [market.ledger.machines()[0].machine_id]
+
+
+def test_region_restrictions_filter_machines(market: Market) -> None:
+    model, dataset, engine = market.basic(model=Restrictions(regions=("us-east",)))
+    with pytest.raises(NoEligibleMachine, match=f"1 region not allowed by offer {model}"):
+        market.order(model, (dataset,), engine)
+    fitting = market.machine(region="us-east")
     market.compute(fitting)
     _, receipt = market.order(model, (dataset,), engine)
     assert attrs(receipt, "order.assigned")["machines"] == [fitting]

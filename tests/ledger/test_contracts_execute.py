@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from tests.ledger import attested
 
 from cloister.crypto.identity import Identity
 from cloister.errors import (
@@ -24,24 +25,24 @@ from cloister.errors import (
 from cloister.ledger.contracts import HANDLERS, BlockContext, Outcome, execute
 from cloister.ledger.contracts.assignment import Candidate, draw
 from cloister.ledger.envelope import SignedTransaction, Transaction
-from cloister.ledger.genesis import ContractParams, Genesis
+from cloister.ledger.genesis import Genesis
 from cloister.ledger.queries import StateReader
 from cloister.ledger.records import MAX_AMOUNT, Machine, MachineSpecs, Offer, Pricing, Restrictions
 from cloister.ledger.state import MemoryState
 from cloister.ledger.transactions import (
     PAYLOAD_TYPES,
+    ChallengeMachine,
     CreateOffer,
     CreateOrder,
     DepositStake,
     FaucetDrip,
     Payload,
     RegisterAccount,
-    RegisterMachine,
     RegisterProvider,
     Transfer,
 )
 
-GENESIS = Genesis("cloister-test", 1_000, ContractParams(faucet_limit=10**12, heartbeat_timeout=120))
+GENESIS = Genesis("cloister-test", 1_000, attested.params(faucet_limit=10**12, heartbeat_timeout=120))
 DIGESTS = {kind: "sha256:" + hashlib.sha256(kind.encode()).hexdigest() for kind in ("model", "dataset", "engine")}
 
 
@@ -145,16 +146,16 @@ def test_unknown_types_and_malformed_payloads_are_invalid() -> None:
 
 
 def test_faucet_limits() -> None:
-    chain = Chain(replace(GENESIS, params=ContractParams(faucet_limit=100)))
+    chain = Chain(replace(GENESIS, params=replace(GENESIS.params, faucet_limit=100)))
     alice = chain.account(funds=100)
     chain.rejects(chain.sign(alice, FaucetDrip(101)), NotAuthorized, "at most 100")
-    closed = Chain(replace(GENESIS, params=ContractParams(faucet_limit=0)))
+    closed = Chain(replace(GENESIS, params=replace(GENESIS.params, faucet_limit=0)))
     bob = closed.account()
     closed.rejects(closed.sign(bob, FaucetDrip(1)), NotAuthorized, "no faucet")
 
 
 def test_balances_stay_within_64_bits() -> None:
-    chain = Chain(replace(GENESIS, params=ContractParams(faucet_limit=MAX_AMOUNT)))
+    chain = Chain(replace(GENESIS, params=replace(GENESIS.params, faucet_limit=MAX_AMOUNT)))
     alice = chain.account(funds=MAX_AMOUNT)
     chain.rejects(chain.sign(alice, FaucetDrip(1)), InvalidState, "largest balance")
 
@@ -188,8 +189,8 @@ class Market:
         self.developer = chain.account(funds=1_000)
 
     def _machine(self, i: int) -> str:
-        specs = MachineSpecs(4, 16, (), 100)
-        register = RegisterMachine("sim", "eu", specs, b"evidence %d" % i, b"\x01" * 32, b"\x02" * 32)
+        nonce = attested.challenged_nonce(self.chain.run(self.provider, ChallengeMachine()).events)
+        register = attested.registration(nonce, MachineSpecs(4, 16, (), 100 + i), "eu")
         return str(created(self.chain.run(self.provider, register), "machine.registered", "machine_id"))
 
     def _content(self, kind: Any, digest: str) -> str:
@@ -219,12 +220,12 @@ def test_draw_follows_the_published_formula() -> None:
         True,
     )
     specs = MachineSpecs(1, 1, (), 1)
-    candidates = [
-        Candidate(
-            Machine(f"mc-{i:016x}", offer.owner, "sim", "eu", specs, b"e", b"1" * 32, b"2" * 32, 0, 0, True), offer
-        )
+    verdict = (DIGESTS["model"], "simulated")
+    machines = [
+        Machine(f"mc-{i:016x}", offer.owner, "sim", "eu", specs, b"e", b"1" * 32, b"2" * 32, 0, 0, True, *verdict)
         for i in range(5)
     ]
+    candidates = [Candidate(machine, offer) for machine in machines]
     seed = hashlib.sha256(randomness + order_id.encode()).digest()
     first = int.from_bytes(hashlib.sha256(seed + b"\x00\x00\x00\x00").digest(), "big") % 5
     second = int.from_bytes(hashlib.sha256(seed + b"\x00\x00\x00\x01").digest(), "big") % 4
@@ -248,7 +249,7 @@ def test_assignment_is_a_function_of_state_and_randomness() -> None:
 
 
 def test_provider_stake_gates_assignment() -> None:
-    chain = Chain(replace(GENESIS, params=ContractParams(faucet_limit=10**6, min_provider_stake=500)))
+    chain = Chain(replace(GENESIS, params=replace(GENESIS.params, faucet_limit=10**6, min_provider_stake=500)))
     market = Market(chain, machines=1)
     chain.rejects(chain.sign(market.developer, market.order()), NoEligibleMachine, "1 provider stake below 500")
     chain.run(market.provider, DepositStake(500))

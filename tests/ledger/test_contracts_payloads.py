@@ -11,7 +11,6 @@ from cloister.errors import InvalidTransaction
 from cloister.ledger.records import (
     MAX_SEALED_KEY,
     MAX_TCB_EVIDENCE,
-    MachineSpecs,
     Pricing,
     Restrictions,
 )
@@ -19,6 +18,7 @@ from cloister.ledger.transactions import (
     MAX_PARAMS,
     PAYLOAD_TYPES,
     CancelOrder,
+    ChallengeMachine,
     CompleteOrder,
     CreateOffer,
     CreateOrder,
@@ -53,7 +53,8 @@ EXAMPLES: list[Payload] = [
     RegisterProvider("acme", "GPUs in Frankfurt"),
     DepositStake(1),
     WithdrawStake(1),
-    RegisterMachine("sim", "eu-west", MachineSpecs(4, 16, ("H100",), 100), b"evidence", b"\x01" * 32, b"\x02" * 32),
+    ChallengeMachine(),
+    RegisterMachine("eu-west", b"evidence"),
     Heartbeat(MACHINE),
     RetireMachine(MACHINE),
     CreateOffer(
@@ -117,7 +118,7 @@ def test_addresses_ids_and_digests_are_checked() -> None:
 
 
 def test_size_limits() -> None:
-    machine = EXAMPLES[6]
+    machine = EXAMPLES[7]
     _bad(machine, tcb_evidence=base64.b64encode(b"x" * (MAX_TCB_EVIDENCE + 1)).decode())
     parse_payload(machine.TYPE, {**machine.to_payload(), "tcb_evidence": base64.b64encode(b"x" * 1000).decode()})
     grant = PostGrant(ORDER, OFFER, MACHINE, b"k")
@@ -140,7 +141,7 @@ def test_order_rules() -> None:
 
 
 def test_offer_rules() -> None:
-    dataset, compute = EXAMPLES[9], EXAMPLES[10]
+    dataset, compute = EXAMPLES[10], EXAMPLES[11]
     _bad(dataset, content_digest=None)
     _bad(dataset, machine_ids=[MACHINE])
     _bad(compute, machine_ids=[])

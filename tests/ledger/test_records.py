@@ -14,6 +14,7 @@ from cloister.ledger.records import (
     PER_HOUR,
     REVENUE_SHARE,
     Account,
+    Challenge,
     JsonRecord,
     KeyGrant,
     Machine,
@@ -39,7 +40,21 @@ RECORDS: list[JsonRecord] = [
     Account(ADDR, "alice", b"\x01" * 32, b"\x02" * 32, balance=5, stake=7, nonce=3),
     Provider(ADDR, "acme", ""),
     SPECS,
-    Machine(MACHINE, ADDR, "sim", "eu-west", SPECS, b"\x00evidence\xff", b"\x03" * 32, b"\x04" * 32, 10, 20, True),
+    Machine(
+        MACHINE,
+        ADDR,
+        "sim",
+        "eu-west",
+        SPECS,
+        b"\x00evidence\xff",
+        b"\x03" * 32,
+        b"\x04" * 32,
+        10,
+        20,
+        True,
+        DIGEST,
+        "simulated",
+    ),
     Pricing(PER_HOUR, 2_000_000, 0),
     Restrictions(("sim", "snp"), ("eu-west",), (DIGEST,), 24),
     Offer(
@@ -116,8 +131,10 @@ RECORDS: list[JsonRecord] = [
         DIGEST,
         "out of memory",
     ),
+    Challenge(ADDR, b"\x05" * 32, 11, used=False),
     KeyGrant(ORDER, OFFER, MACHINE, ADDR, b"sealed-bytes", 9),
 ]
+CHALLENGE = RECORDS[-2]
 
 
 @pytest.mark.parametrize("record", RECORDS, ids=lambda r: type(r).__name__)
@@ -175,6 +192,11 @@ def _tampered(record: JsonRecord, **changes: Any) -> dict[str, Any]:
         (RECORDS[3], {"machine_id": "mc-XYZ"}, "machine_id"),
         (RECORDS[3], {"active": 1}, "active"),
         (RECORDS[3], {"specs": {"cpu_cores": 0, "memory_gib": 1, "gpus": [], "disk_gib": 1}}, "cpu_cores"),
+        (RECORDS[3], {"attestation_digest": "sha256:xyz"}, "attestation_digest"),
+        (RECORDS[3], {"attestation_verdict": "maybe"}, "attestation_verdict"),
+        (CHALLENGE, {"nonce": "00" * 31}, "nonce"),
+        (CHALLENGE, {"used": "no"}, "used"),
+        (CHALLENGE, {"provider": MACHINE}, "provider"),
         (RECORDS[6], {"content_digest": "sha256:" + "0F" * 32}, "content_digest"),
         (RECORDS[6], {"kind": "weights"}, "kind"),
         (RECORDS[6], {"offer_id": MACHINE}, "offer_id"),

@@ -1,17 +1,30 @@
-"""Genesis: the chain id and the contract parameters every replay starts from."""
+"""Genesis: the chain id and the contract parameters every replay starts from.
+
+The parameters include the network's attestation policy and, on a devnet, the sim vendor roots it trusts: what a
+machine must prove to register is fixed at genesis, so every replay judges every TCB exactly as it was judged.
+"""
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
-from cloister.crypto.canonical import canonical_json
+from cloister.attest.der import Certificate, parse_pem_certificates
+from cloister.attest.policy import AppraisalPolicy
+from cloister.crypto.canonical import canonical_json, loads
 from cloister.crypto.digest import digest_bytes
-from cloister.errors import MalformedInput
+from cloister.errors import CloisterError, MalformedInput
 
 UNITS_PER_TOKEN = 1_000_000
 """Balances and prices are integers in micro-tokens; ``2`` tokens is ``2_000_000`` units."""
+
+
+def policy_json(policy: AppraisalPolicy) -> str:
+    """How a genesis stores an appraisal policy: its canonical JSON text."""
+    return canonical_json(policy.to_json()).decode()
 
 
 @dataclass(frozen=True)
@@ -22,6 +35,30 @@ class ContractParams:
     """Seconds of ledger time after the last heartbeat before a machine stops counting as live."""
     min_provider_stake: int = 0
     """Stake (units) a provider must hold for its machines to be assigned work."""
+    challenge_ttl: int = 600
+    """Seconds of ledger time a ``machine.challenge`` nonce stays usable for ``machine.register``."""
+    attestation_policy: str = field(default_factory=lambda: policy_json(AppraisalPolicy()))
+    """The canonical JSON of the appraisal policy every registering machine's TCB must satisfy. The default is a
+    real network's: hardware TEEs only."""
+    sim_roots: tuple[str, ...] = ()
+    """PEM certificates of the sim vendor roots this network trusts: a devnet's own root, none on a real network."""
+
+    @cached_property
+    def appraisal_policy(self) -> AppraisalPolicy:
+        return AppraisalPolicy.from_json(loads(self.attestation_policy))
+
+    @cached_property
+    def trusted_roots(self) -> dict[str, tuple[Certificate, ...]]:
+        """Roots given at genesis, by platform (only ``sim``: real vendors' roots are pinned in the code)."""
+        return {"sim": tuple(cert for pem in self.sim_roots for cert in parse_pem_certificates(pem))}
+
+    def __post_init__(self) -> None:
+        """Parse the policy and the roots now, so a bad genesis fails when it is made, not at the first TCB."""
+        try:
+            _ = self.appraisal_policy  # cached: contracts reuse the parsed values
+            _ = self.trusted_roots
+        except CloisterError as exc:
+            raise MalformedInput(f"genesis parameters: {exc.message}") from None
 
 
 @dataclass(frozen=True)
@@ -31,13 +68,14 @@ class Genesis:
     params: ContractParams = field(default_factory=ContractParams)
 
     @classmethod
-    def devnet(cls, time: int) -> Genesis:
-        """A fresh devnet: random chain id, generous faucet."""
-        return cls(
-            chain_id=f"cloister-devnet-{secrets.token_hex(4)}",
-            time=time,
-            params=ContractParams(faucet_limit=1_000_000 * UNITS_PER_TOKEN),
+    def devnet(cls, time: int, *, sim_roots: Sequence[str] = ()) -> Genesis:
+        """A fresh devnet: random chain id, generous faucet, the devnet policy, the given sim vendor roots."""
+        params = ContractParams(
+            faucet_limit=1_000_000 * UNITS_PER_TOKEN,
+            attestation_policy=policy_json(AppraisalPolicy.packaged("devnet")),
+            sim_roots=tuple(sim_roots),
         )
+        return cls(chain_id=f"cloister-devnet-{secrets.token_hex(4)}", time=time, params=params)
 
     def to_json(self) -> dict[str, Any]:
         return {"chain_id": self.chain_id, "time": self.time, "params": asdict(self.params)}
@@ -45,7 +83,16 @@ class Genesis:
     @classmethod
     def from_json(cls, data: Any) -> Genesis:
         try:
-            return cls(str(data["chain_id"]), int(data["time"]), ContractParams(**data["params"]))
+            params = dict(data["params"])
+            if "sim_roots" in params:
+                if not isinstance(params["sim_roots"], list) or not all(
+                    isinstance(p, str) for p in params["sim_roots"]
+                ):
+                    raise TypeError("sim_roots must be a list of PEM strings")
+                params["sim_roots"] = tuple(params["sim_roots"])
+            if not isinstance(params.get("attestation_policy", ""), str):
+                raise TypeError("attestation_policy must be the policy's canonical JSON text")
+            return cls(str(data["chain_id"]), int(data["time"]), ContractParams(**params))
         except (KeyError, TypeError, ValueError) as exc:
             raise MalformedInput(f"not a genesis document: {exc}") from None
 

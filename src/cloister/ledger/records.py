@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection
 from typing import Any, ClassVar, Final, Literal, NoReturn, Self, TypeVar
 
+from cloister.attest.tcb import SIMULATED, TRUSTED, Verdict
 from cloister.crypto.digest import PREFIX as DIGEST_PREFIX
 from cloister.crypto.digest import is_digest
 from cloister.crypto.identity import is_address
@@ -41,6 +42,8 @@ MAX_SHARE_BPS: Final = 10_000
 OrderKind = Literal["finetune"]
 FINETUNE: Final = "finetune"
 ORDER_KINDS: Final[tuple[OrderKind, ...]] = (FINETUNE,)
+
+VERDICTS: Final[tuple[Verdict, ...]] = (TRUSTED, SIMULATED)
 
 OrderState = Literal["pending_grants", "ready", "running", "completed", "failed", "cancelled"]
 PENDING_GRANTS: Final = "pending_grants"
@@ -99,6 +102,10 @@ def provider_key(address: str) -> str:
 
 def machine_key(machine_id: str) -> str:
     return f"machine/{machine_id}"
+
+
+def challenge_key(address: str) -> str:
+    return f"challenge/{address}"
 
 
 def offer_key(offer_id: str) -> str:
@@ -354,6 +361,10 @@ class Machine(JsonRecord):
     registered_at: int
     last_heartbeat: int
     active: bool
+    attestation_digest: str
+    """Digest of the attestation result the network's policy produced for ``tcb_evidence`` at registration."""
+    attestation_verdict: Verdict
+    """``trusted`` (hardware vendor roots) or ``simulated`` (accepted only because the policy allows simulation)."""
 
     BASE64 = frozenset({"tcb_evidence"})
 
@@ -375,7 +386,27 @@ class Machine(JsonRecord):
             f.integer("registered_at"),
             f.integer("last_heartbeat"),
             f.flag("active"),
+            f.digest("attestation_digest"),
+            f.choice("attestation_verdict", VERDICTS),
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class Challenge(JsonRecord):
+    """A provider's outstanding attestation challenge: the nonce its next ``machine.register`` TCB must answer."""
+
+    provider: str
+    nonce: bytes
+    issued_at: int
+    used: bool
+
+    @property
+    def key(self) -> str:
+        return challenge_key(self.provider)
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(f.address("provider"), f.hex_bytes("nonce"), f.integer("issued_at"), f.flag("used"))
 
 
 @dataclasses.dataclass(frozen=True)

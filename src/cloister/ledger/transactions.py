@@ -21,7 +21,6 @@ from cloister.ledger.records import (
     ORDER_KINDS,
     Fields,
     JsonRecord,
-    MachineSpecs,
     OfferKind,
     OrderKind,
     Pricing,
@@ -121,28 +120,32 @@ class RegisterProvider(Payload):
 
 
 @dataclasses.dataclass(frozen=True)
-class RegisterMachine(Payload):
-    """A provider's machine with its TCB evidence binding the loader keys that content keys get sealed to."""
+class ChallengeMachine(Payload):
+    """Ask the ledger for a fresh nonce; the provider's next ``machine.register`` TCB must answer it."""
 
-    TYPE: ClassVar[str] = "machine.register"
-    BASE64 = frozenset({"tcb_evidence"})
-    platform: str
-    region: str
-    specs: MachineSpecs
-    tcb_evidence: bytes
-    loader_signing_key: bytes
-    loader_sealing_key: bytes
+    TYPE: ClassVar[str] = "machine.challenge"
 
     @classmethod
     def read(cls, f: Fields) -> Self:
-        return cls(
-            f.token("platform"),
-            f.token("region"),
-            f.record("specs", MachineSpecs),
-            f.b64_bytes("tcb_evidence", MAX_TCB_EVIDENCE),
-            f.hex_bytes("loader_signing_key"),
-            f.hex_bytes("loader_sealing_key"),
-        )
+        return cls()
+
+
+@dataclasses.dataclass(frozen=True)
+class RegisterMachine(Payload):
+    """A provider's machine and its TCB (:class:`cloister.attest.tcb.Tcb` as canonical JSON).
+
+    The platform, the declared specs and the loader keys content keys get sealed to are all read from the TCB,
+    where the CPU report binds them; only the region is declared here.
+    """
+
+    TYPE: ClassVar[str] = "machine.register"
+    BASE64 = frozenset({"tcb_evidence"})
+    region: str
+    tcb_evidence: bytes
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(f.token("region"), f.b64_bytes("tcb_evidence", MAX_TCB_EVIDENCE))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,6 +332,7 @@ PAYLOAD_TYPES: Final[dict[str, type[Payload]]] = {
         RegisterProvider,
         DepositStake,
         WithdrawStake,
+        ChallengeMachine,
         RegisterMachine,
         Heartbeat,
         RetireMachine,
