@@ -45,9 +45,37 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-def loads(data: bytes | str) -> Any:
+MAX_DEPTH = 64
+
+
+def _check_depth(text: str, limit: int) -> None:
+    """Refuse nesting deeper than ``limit`` before parsing: the parser recurses, and deep input must not reach it."""
+    depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                raise MalformedInput(f"JSON nested too deeply (more than {limit} levels)")
+        elif char in "]}":
+            depth -= 1
+
+
+def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
     """Parse JSON text, turning every parse failure (and any repeated object key) into :class:`MalformedInput`."""
     try:
-        return json.loads(data, object_pairs_hook=_unique_keys)
+        text = data.decode() if isinstance(data, bytes) else data
+        if text.count("[") + text.count("{") > max_depth:
+            _check_depth(text, max_depth)
+        return json.loads(text, object_pairs_hook=_unique_keys)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedInput(f"not valid JSON: {exc}") from None

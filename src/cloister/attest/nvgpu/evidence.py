@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cloister.attest.der import Certificate, parse_certificate, parse_pem_certificates, read_tlv
 from cloister.attest.nvgpu.spdm import GET_MEASUREMENTS, SPDM_VERSION, parse_hex_report
-from cloister.errors import ConfigError, EvidenceMalformed
+from cloister.crypto.canonical import loads
+from cloister.errors import ConfigError, EvidenceMalformed, MalformedInput
 
 PLATFORM = "nvgpu"
 RIM_SUFFIXES = (".xml", ".swidtag")
@@ -145,9 +145,9 @@ class Evidence:
             if certs is not None:
                 raise ConfigError(f"{path} already holds the certificate chains: drop --certs")
             try:
-                parsed = json.loads(data)
-            except (ValueError, RecursionError):
-                raise _malformed(f"{path} is not valid JSON") from None
+                parsed = loads(data)
+            except MalformedInput as exc:
+                raise _malformed(f"{path} is not valid JSON: {exc.message}") from None
             evidence = cls.from_json(parsed)
             return cls(evidence.gpus, evidence.rims + rim_docs)
         if certs is None:
