@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from tests.ledger import attested
 
 from cloister.crypto.identity import Identity
 from cloister.ledger.embedded import EmbeddedLedger
-from cloister.ledger.genesis import ContractParams, Genesis
+from cloister.ledger.genesis import Genesis
 from cloister.ledger.http import HttpLedger
 from cloister.ledger.protocol import Ledger
 from cloister.ledger.server import create_app
@@ -40,13 +41,17 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture
-def genesis() -> Genesis:
+def make_genesis() -> Genesis:
     return Genesis(
         chain_id="cloister-test",
         time=GENESIS_TIME,
-        params=ContractParams(faucet_limit=1_000_000_000_000, heartbeat_timeout=120, min_provider_stake=0),
+        params=attested.params(faucet_limit=1_000_000_000_000, heartbeat_timeout=120, min_provider_stake=0),
     )
+
+
+@pytest.fixture
+def genesis() -> Genesis:
+    return make_genesis()
 
 
 @pytest.fixture
