@@ -122,6 +122,14 @@ def test_price_options_are_exclusive(home: Path, tmp_path: Path) -> None:
 
 
 def test_devnet_survives_restart_and_keeps_its_data(home: Path) -> None:
+    from cloister.client.devnet import Devnet
+    from cloister.ledger.embedded import EmbeddedLedger
+
+    vendor_key = home / "devnet" / "sim-vendor" / "root.key"
+    assert vendor_key.stat().st_mode & 0o777 == 0o600, "the simulated vendor's root key is private"
+    root_pem = Devnet(home).sim_vendor().root_pem
+    with EmbeddedLedger.open(home / "devnet" / "ledger.db") as ledger:
+        assert ledger.genesis.params.sim_roots == (root_pem,), "genesis trusts exactly this devnet's sim vendor"
     run(home, "account", "create", "alice", "--fund", "5")
     run(home, "devnet", "down")
     assert json.loads(run(home, "devnet", "status", "--json", check=False).stdout)["running"] is False

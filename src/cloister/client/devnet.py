@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cloister.attest.sim import SimVendor
 from cloister.client.config import devnet_file, read_devnet_file
 from cloister.errors import ConfigError, ServiceUnavailable
 from cloister.ledger.embedded import EmbeddedLedger
@@ -77,6 +78,16 @@ class Devnet:
     def blobs_path(self) -> Path:
         return self.dir / "blobs"
 
+    @property
+    def sim_vendor_path(self) -> Path:
+        return self.dir / "sim-vendor"
+
+    def sim_vendor(self) -> SimVendor:
+        """The devnet's simulated TEE vendor (root CA), created on first use; its root is trusted by genesis."""
+        if (self.sim_vendor_path / "root.key").exists():
+            return SimVendor.load(self.sim_vendor_path)
+        return SimVendor.create(self.sim_vendor_path)
+
     def _pid(self) -> int | None:
         try:
             return int(self.pid_path.read_text().strip())
@@ -96,7 +107,8 @@ class Devnet:
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         LocalBlobStore(self.blobs_path)
         if not self.db_path.exists():
-            EmbeddedLedger.create(self.db_path, Genesis.devnet(int(time.time()))).close()
+            genesis = Genesis.devnet(int(time.time()), sim_roots=(self.sim_vendor().root_pem,))
+            EmbeddedLedger.create(self.db_path, genesis).close()
         port = port or _free_port()
         url = f"http://127.0.0.1:{port}"
         command = [
