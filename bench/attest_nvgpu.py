@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +25,7 @@ from cloister.attest import nvgpu
 from cloister.attest.nvgpu.evidence import read_certificates
 from cloister.attest.nvgpu.spdm import parse_hex_report, parse_report
 from cloister.attest.pki import public_key
+from rates import rate as measure_rate
 
 VECTORS = Path(os.environ.get("CLOISTER_VECTORS", Path(__file__).resolve().parents[1].parent / "shared" / "vectors"))
 NV = VECTORS / "nvgpu"
@@ -57,15 +57,6 @@ def _cases() -> list[tuple[str, nvgpu.Evidence, datetime | None]]:
     ]
 
 
-def _rate(work: Callable[[], object], seconds: float) -> float:
-    work()
-    count, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds:
-        work()
-        count += 1
-    return count / elapsed
-
-
 def _raw_signature_check(evidence: nvgpu.Evidence) -> Callable[[], None]:
     """Every GPU's report signature verified with ``cryptography`` directly, key and DER signature prepared."""
     prepared = []
@@ -88,14 +79,14 @@ def run(seconds: float) -> list[dict[str, object]]:
     """One row per case and mode; ``cost_in_signatures`` = raw rate / this rate."""
     rows: list[dict[str, object]] = []
     for case, evidence, now in _cases():
-        raw = _rate(_raw_signature_check(evidence), seconds)
+        raw = measure_rate(_raw_signature_check(evidence), seconds)
         modes = {
             "no cache": nvgpu.VerifyOptions(now=now),
             "chain cache": nvgpu.VerifyOptions(now=now, cache=nvgpu.ChainCache()),
         }
         rows.append({"case": case, "mode": "raw ECDSA P-384", "per_s": raw, "cost_in_signatures": 1.0})
         for mode, options in modes.items():
-            rate = _rate(lambda evidence=evidence, options=options: nvgpu.verify(evidence, options), seconds)
+            rate = measure_rate(lambda evidence=evidence, options=options: nvgpu.verify(evidence, options), seconds)
             rows.append({"case": case, "mode": mode, "per_s": rate, "cost_in_signatures": raw / rate})
     return rows
 

@@ -11,8 +11,6 @@ whole devnet TCB (CPU and GPU reports, bindings, the devnet policy).
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives import hashes
@@ -26,18 +24,9 @@ from cloister.attest.policy import AppraisalPolicy
 from cloister.attest.sim.report import parse_report
 from cloister.attest.tcb import appraise, build_sim_tcb
 from cloister.crypto.identity import Identity
+from rates import rate as measure_rate
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
-
-
-def _rate(operation: Callable[[], object], seconds: float) -> float:
-    """Operations per second over at least ``seconds`` of repeated calls."""
-    count, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds:
-        for _ in range(20):
-            operation()
-        count += 20
-    return count / elapsed
 
 
 def run(seconds: float) -> list[dict[str, object]]:
@@ -63,12 +52,12 @@ def run(seconds: float) -> list[dict[str, object]]:
     tcb = build_sim_tcb(chip, gpu, loader=Identity.generate().public, nonce=nonce, specs={}, measurement=bytes(48))
     policy = AppraisalPolicy.packaged("devnet")
 
-    baseline = _rate(raw, seconds)
+    baseline = measure_rate(raw, seconds)
     rows: list[dict[str, object]] = [{"case": "raw ECDSA P-384 (cryptography)", "per_second": baseline, "ratio": 1.0}]
     for name, options in (("sim verify, no chain cache", plain), ("sim verify, chain cache", cached)):
-        rate = _rate(lambda options=options: sim.verify(evidence, options), seconds)  # type: ignore[misc]
+        rate = measure_rate(lambda options=options: sim.verify(evidence, options), seconds)  # type: ignore[misc]
         rows.append({"case": name, "per_second": rate, "ratio": rate / baseline})
-    rate = _rate(
+    rate = measure_rate(
         lambda: appraise(tcb, policy, now=NOW, expected_nonce=nonce, roots_by_platform={"sim": roots}), seconds
     )
     rows.append({"case": "sim TCB appraisal (CPU + GPU)", "per_second": rate, "ratio": rate / baseline})

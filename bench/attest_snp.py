@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,19 +24,10 @@ from cloister.attest.pki import public_key
 from cloister.attest.snp import Evidence, VerifyOptions, verify
 from cloister.attest.snp.certs import load_certificates
 from cloister.attest.snp.report import parse_report
+from rates import rate as measure_rate
 
 VECTORS = Path(os.environ.get("CLOISTER_VECTORS", Path(__file__).resolve().parents[1].parent / "shared" / "vectors"))
 NOW = datetime(2023, 1, 1, tzinfo=UTC)
-
-
-def _rate(operation: Callable[[], object], seconds: float) -> float:
-    """Operations per second over at least ``seconds`` of repeated calls."""
-    count, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds:
-        for _ in range(20):
-            operation()
-        count += 20
-    return count / elapsed
 
 
 def run(seconds: float) -> list[dict[str, object]]:
@@ -61,10 +50,10 @@ def run(seconds: float) -> list[dict[str, object]]:
     def raw() -> None:
         key.verify(signature, parsed.signed, ec.ECDSA(hashes.SHA384()))
 
-    baseline = _rate(raw, seconds)
+    baseline = measure_rate(raw, seconds)
     rows: list[dict[str, object]] = [{"case": "raw ECDSA P-384 (cryptography)", "per_second": baseline, "ratio": 1.0}]
     for name, options in (("snp verify, no chain cache", plain), ("snp verify, chain cache", cached)):
-        rate = _rate(lambda options=options: verify(evidence, options), seconds)  # type: ignore[misc]
+        rate = measure_rate(lambda options=options: verify(evidence, options), seconds)  # type: ignore[misc]
         rows.append({"case": name, "per_second": rate, "ratio": rate / baseline})
     return rows
 

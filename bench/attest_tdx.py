@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from cloister.attest import tdx
 from cloister.attest.cache import ChainCache
+from rates import rate as measure_rate
 
 VECTORS = Path(os.environ.get("CLOISTER_VECTORS", Path(__file__).resolve().parents[1].parent / "shared" / "vectors"))
 TDX = VECTORS / "tdx"
@@ -51,15 +51,6 @@ def _cases() -> list[tuple[str, tdx.Evidence, datetime, tdx.TimeSet]]:
     ]
 
 
-def _rate(work: Callable[[], object], seconds: float) -> float:
-    work()
-    count, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds:
-        work()
-        count += 1
-    return count / elapsed
-
-
 def _raw_signature_check(evidence: tdx.Evidence) -> Callable[[], None]:
     """The quote signature verified with ``cryptography`` directly, key and DER signature prepared."""
     quote = tdx.parse_quote(evidence.quote)
@@ -77,14 +68,14 @@ def run(seconds: float) -> list[dict[str, object]]:
     """One row per case and mode; ``cost_in_signatures`` = raw rate / this rate."""
     rows: list[dict[str, object]] = []
     for case, evidence, now, times in _cases():
-        raw = _rate(_raw_signature_check(evidence), seconds)
+        raw = measure_rate(_raw_signature_check(evidence), seconds)
         modes = {
             "no cache": tdx.VerifyOptions(now=now, times=times),
             "chain cache": tdx.VerifyOptions(now=now, times=times, cache=ChainCache()),
         }
         rows.append({"case": case, "mode": "raw ECDSA P-256", "per_s": raw, "cost_in_signatures": 1.0})
         for mode, options in modes.items():
-            rate = _rate(lambda evidence=evidence, options=options: tdx.verify(evidence, options), seconds)
+            rate = measure_rate(lambda evidence=evidence, options=options: tdx.verify(evidence, options), seconds)
             rows.append({"case": case, "mode": mode, "per_s": rate, "cost_in_signatures": raw / rate})
     return rows
 
