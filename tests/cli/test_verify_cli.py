@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from tests.attest.vectors import vector
 from typer.testing import CliRunner
 
+from cloister.attest.sim import SimVendor
 from cloister.cli.main import app
 
 runner = CliRunner()
@@ -84,3 +86,24 @@ def test_tdx_quote_with_its_embedded_pck_chain() -> None:
     assert code == 1 and body["error"]["code"] == "certificate_invalid"
     code, body = verify(quote, "--at", "2023-07-01T01:00:00Z")
     assert code == 1 and body["error"]["code"] == "policy_violation", "the default policy needs Intel collateral"
+
+
+def test_sim_evidence_needs_the_devnet_root_and_a_policy_that_allows_it(tmp_path: Path) -> None:
+    vendor = SimVendor.create(tmp_path / "vendor")
+    chip = vendor.issue_chip("chip-1")
+    measurement = bytes(range(48))
+    report = chip.cpu_report(b"\x07" * 64, measurement=measurement)
+    (tmp_path / "report.bin").write_bytes(report)
+    (tmp_path / "chip.der").write_bytes(chip.evidence(report).chip_certificate)
+    (tmp_path / "root.pem").write_text(vendor.root_pem)
+    common = [str(tmp_path / "report.bin"), "--platform", "sim", "--certs", str(tmp_path / "chip.der")]
+    roots = ["--roots", str(tmp_path / "root.pem")]
+
+    code, body = verify(*common, "--no-policy")
+    assert code == 1 and body["error"]["code"] == "certificate_invalid", "a simulator has no pinned roots"
+    code, body = verify(*common, *roots, "--no-policy", "--nonce", "07" * 64)
+    assert code == 0 and body["claims"]["measurement"] == measurement.hex(), body
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f'[sim]\nmeasurements = ["{"ff" * 48}"]\n')
+    code, body = verify(*common, *roots, "--policy", str(policy))
+    assert code == 1 and body["error"]["code"] == "policy_violation"
