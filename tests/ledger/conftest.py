@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 from tests.ledger import attested
+from tests.ledger.evm_chain import EvmChain, evm_chain
 
 from cloister.crypto.identity import Identity
 from cloister.ledger.embedded import EmbeddedLedger
@@ -52,6 +53,13 @@ def make_genesis() -> Genesis:
 @pytest.fixture
 def genesis() -> Genesis:
     return make_genesis()
+
+
+@pytest.fixture(scope="session")
+def evm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EvmChain]:
+    """One anvil for the session, with the contracts deployed; stopped at the end."""
+    with evm_chain(tmp_path_factory.mktemp("anvil"), make_genesis()) as chain:
+        yield chain
 
 
 @pytest.fixture
@@ -102,10 +110,21 @@ def served(embedded: EmbeddedLedger) -> Iterator[ThreadedServer]:
         yield server
 
 
-@pytest.fixture(params=["embedded", "http"])
-def ledger(request: pytest.FixtureRequest, embedded: EmbeddedLedger) -> Iterator[Ledger]:
+@pytest.fixture(params=["embedded", "http", "evm"])
+def ledger(
+    request: pytest.FixtureRequest,
+    embedded: EmbeddedLedger,
+    genesis: Genesis,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Ledger]:
     if request.param == "embedded":
         yield embedded
+        return
+    if request.param == "evm":
+        chain: EvmChain = request.getfixturevalue("evm")
+        with chain.ledger(genesis, clock, monkeypatch) as evm_ledger:
+            yield evm_ledger
         return
     with ThreadedServer(create_app(embedded)) as server, HttpLedger(server.url) as client:
         yield client

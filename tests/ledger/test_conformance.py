@@ -15,6 +15,7 @@ from cloister.crypto.identity import Identity
 from cloister.errors import BadRequest, NonceMismatch, RecordNotFound, SignatureRejected, WrongChain
 from cloister.ledger.embedded import EmbeddedLedger
 from cloister.ledger.envelope import SignedTransaction, Transaction
+from cloister.ledger.evm.ledger import EvmLedger
 from cloister.ledger.protocol import Ledger, LedgerEvent
 from cloister.ledger.transactions import FaucetDrip
 from cloister.ledger.verify import verify_ledger
@@ -144,4 +145,5 @@ def test_concurrent_submitters_are_all_accepted(
         assert (account.nonce, account.balance) == (2 + per_sender, 100 - per_sender)
     assert ledger.account(shared.address).nonce == 2 + len(senders) * per_sender
     assert ledger.account(sink.address).balance == 2 * len(senders) * per_sender
-    assert verify_ledger(embedded.path).height == ledger.head().height
+    if not isinstance(ledger, EvmLedger):  # the embedded log, read directly or over HTTP, replays to the head
+        assert verify_ledger(embedded.path).height == ledger.head().height
