@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 MODEL_STAMP := $(VENV)/.model-installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -355,6 +355,33 @@ class EngineTimeout(EngineFailed):
     http_status = 504
 
 
+# --- runtime (trusted loader, vault) -------------------------------------------------------------------------
+
+
+class LoaderError(CloisterError):
+    """The trusted loader refused or failed a job; nothing of the job's plaintext is left on disk."""
+
+    code = "loader"
+    http_status = 422
+
+
+class InputRefused(LoaderError):
+    """An input of an order failed a check before the engine started; ``input`` names it, ``check`` the check."""
+
+    code = "input_refused"
+
+    def __init__(self, message: str, *, input: str, check: str, **details: Any) -> None:
+        super().__init__(message, input=input, check=check, **details)
+        self.input = input
+        self.check = check
+
+
+class VaultError(LoaderError):
+    """A secrets vault could not be shared, joined, opened or written."""
+
+    code = "vault"
+
+
 def _collect(cls: type[CloisterError]) -> dict[str, type[CloisterError]]:
     found = {cls.code: cls}
     for sub in cls.__subclasses__():
