@@ -11,6 +11,7 @@ import typer
 from rich.rule import Rule
 
 from cloister.cli.common import console, progress_bars
+from cloister.cli.devnet import LedgerKind
 from cloister.cli.offer import offers_table
 from cloister.client.assets import demo_dataset_path, smollm2_path
 from cloister.client.devnet import Devnet
@@ -36,6 +37,7 @@ def demo(
         Path | None, typer.Option("--demo-home", help="Run in this folder instead of a temporary one.")
     ] = None,
     keep: Annotated[bool, typer.Option(help="Keep the devnet running and its folder afterwards.")] = False,
+    ledger: Annotated[LedgerKind, typer.Option(help="The devnet's ledger.")] = LedgerKind.embedded,
 ) -> None:
     """Run the story end to end: devnet, accounts, encrypted model and dataset offers, the market, an audit."""
     model = smollm2_path()
@@ -43,8 +45,8 @@ def demo(
     root = Path(tempfile.mkdtemp(prefix="cloister-demo-")) if home is None else home
     devnet = Devnet(root)
     try:
-        _step("1. Start a devnet: embedded ledger + local blob store")
-        info = devnet.up()
+        _step(f"1. Start a devnet: {ledger.value} ledger + local blob store")
+        info = devnet.up(ledger=ledger.value)
         console.print(f"ledger {info['ledger_url']} (chain {info['chain_id']}), blobs in {info['blob_store']}")
 
         _step("2. Create and fund accounts")
@@ -100,8 +102,12 @@ def demo(
             console.print(f"bob is refused: [yellow]{refused.message}[/]")
 
         _step("7. Anyone can audit the ledger")
-        report = verify_ledger(devnet.db_path)
-        console.print(f"replayed {report.height} blocks from genesis: head {report.head_hash}")
+        if ledger is LedgerKind.embedded:
+            report = verify_ledger(devnet.db_path)
+            console.print(f"replayed {report.height} blocks from genesis: head {report.head_hash}")
+        else:
+            head = clients["carol"].ledger.head()
+            console.print(f"the contract's history is public on the chain: height {head.height}, head {head.hash}")
         for cl in clients.values():
             cl.close()
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -9,6 +10,12 @@ from rich.table import Table
 
 from cloister.cli.common import console, options, print_json
 from cloister.client.devnet import Devnet
+
+
+class LedgerKind(StrEnum):
+    embedded = "embedded"
+    evm = "evm"
+
 
 app = typer.Typer(help="Start, stop and inspect the local devnet.", no_args_is_help=True)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
@@ -18,14 +25,17 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable J
 def up(
     ctx: typer.Context,
     port: Annotated[int | None, typer.Option(help="Ledger port on 127.0.0.1 (default: a free one).")] = None,
+    ledger: Annotated[
+        LedgerKind, typer.Option(help="embedded: SQLite served over HTTP; evm: anvil with the Solidity contracts.")
+    ] = LedgerKind.embedded,
     as_json: JsonFlag = False,
 ) -> None:
-    """Start the ledger server and the local blob store under $CLOISTER_HOME/devnet."""
-    info = Devnet(options(ctx).resolved_home).up(port=port)
+    """Start the ledger (server or anvil) and the local blob store under $CLOISTER_HOME/devnet."""
+    info = Devnet(options(ctx).resolved_home).up(port=port, ledger=ledger.value)
     if as_json:
         print_json(info)
         return
-    console.print(f"devnet [green]up[/]: ledger {info['ledger_url']} chain {info['chain_id']}")
+    console.print(f"devnet [green]up[/]: {info['ledger']} ledger {info['ledger_url']} chain {info['chain_id']}")
     console.print(f"blobs {info['blob_store']}; log {info['log']}")
 
 
@@ -47,7 +57,7 @@ def status(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         console.print("devnet is [red]not running[/]; start it with `cloister devnet up`")
         raise typer.Exit(1)
     table = Table(show_header=False)
-    for key in ("ledger_url", "chain_id", "blob_store", "pid", "log"):
+    for key in ("ledger", "ledger_url", "chain_id", "blob_store", "pid", "log"):
         table.add_row(key, str(state.info.get(key, "")))
     table.add_row("height", str(state.head.height) if state.head else "not answering")
     console.print(table)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +14,7 @@ from cloister.cli.common import console, options, print_json
 from cloister.client.devnet import Devnet
 from cloister.errors import ConfigError
 from cloister.ledger.embedded import EmbeddedLedger
+from cloister.ledger.genesis import Genesis
 from cloister.ledger.server import serve as serve_ledger
 from cloister.ledger.verify import verify_ledger
 
@@ -57,6 +59,44 @@ def verify(ctx: typer.Context, db: DbOption = None, as_json: Annotated[bool, typ
         return
     console.print(f"[green]ledger verified[/]: {report.height} blocks replayed, head {report.head_hash}")
     console.print(f"state root {report.state_root}")
+
+
+@app.command()
+def deploy(
+    rpc: Annotated[str, typer.Option(help="JSON-RPC URL of an Ethereum-compatible node.")],
+    key_file: Annotated[
+        Path, typer.Option(help="File holding the funded deployer's private key (hex).", exists=True, dir_okay=False)
+    ],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the deployment record.")] = Path(
+        "deployment.json"
+    ),
+    genesis_file: Annotated[
+        Path | None, typer.Option("--genesis", help="Genesis JSON (default: a new chain with the production policy).")
+    ] = None,
+    chain_id: Annotated[str, typer.Option(help="Cloister chain id for a new genesis.")] = "cloister-mainnet",
+    registrar: Annotated[
+        str | None, typer.Option(help="Attestation registrar address (default: the deployer's).")
+    ] = None,
+) -> None:
+    """Deploy the Cloister contracts to any EVM chain and write the deployment record clients load."""
+    from cloister.ledger.evm.deploy import deploy_to
+    from cloister.ledger.evm.devnet import load_key
+
+    deployer = load_key(key_file)
+    if genesis_file is not None:
+        try:
+            chosen = Genesis.from_json(json.loads(genesis_file.read_text()))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read genesis {genesis_file}: {exc}") from None
+    else:
+        chosen = Genesis(chain_id=chain_id, time=int(time.time()))
+    if output.exists():
+        raise ConfigError(f"{output} exists; choose another --output")
+    deployment = deploy_to(rpc, deployer, chosen, registrar or deployer.address)
+    deployment.save(output)
+    console.print(
+        f"deployed chain {chosen.chain_id} at {deployment.address} (block {deployment.block}); wrote {output}"
+    )
 
 
 @app.command()

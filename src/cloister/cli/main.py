@@ -68,7 +68,7 @@ def main() -> None:
     try:
         app()
     except CloisterError as exc:
-        err_console.print(f"[red]error[/] ({exc.code}): {exc.message}", highlight=False)
+        err_console.print(f"[red]error[/] ({exc.code}): {exc.message}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("interrupted")

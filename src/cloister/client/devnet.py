@@ -13,18 +13,24 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cloister.attest.sim import SimVendor
 from cloister.client.config import devnet_file, read_devnet_file
+from cloister.crypto.identity import Identity
 from cloister.errors import ConfigError, ServiceUnavailable
 from cloister.ledger.embedded import EmbeddedLedger
 from cloister.ledger.genesis import Genesis
 from cloister.ledger.http import HttpLedger
 from cloister.ledger.protocol import Head
 from cloister.storage.local import LocalBlobStore
+
+if TYPE_CHECKING:
+    from cloister.ledger.evm.devnet import DevnetChain
+    from cloister.ledger.evm.ledger import EvmLedger
 
 
 def _free_port() -> int:
@@ -46,6 +52,10 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return True
     return state != "Z"
+
+
+EMBEDDED = "embedded"
+EVM = "evm"
 
 
 @dataclass(frozen=True)
@@ -98,17 +108,41 @@ class Devnet:
         pid = self._pid()
         return pid is not None and _alive(pid)
 
-    def up(self, *, port: int | None = None, timeout: float = 30.0) -> dict[str, Any]:
-        """Create the devnet on first use, start its ledger server, and wait until it answers."""
+    @property
+    def chain(self) -> DevnetChain:
+        """The EVM devnet's folder (anvil state, deployment, registrar key); web3 is imported only when needed."""
+        from cloister.ledger.evm.devnet import DevnetChain
+
+        return DevnetChain(self.dir / "chain")
+
+    def kind(self) -> str | None:
+        """Which ledger this devnet was created with: ``embedded``, ``evm``, or None if it was never started."""
+        if self.db_path.exists():
+            return EMBEDDED
+        if (self.dir / "chain" / "deployment.json").exists():
+            return EVM
+        return None
+
+    def up(self, *, port: int | None = None, ledger: str = EMBEDDED, timeout: float = 30.0) -> dict[str, Any]:
+        """Create the devnet on first use, start its ledger (server or anvil), and wait until it answers."""
+        if ledger not in (EMBEDDED, EVM):
+            raise ConfigError(f"unknown ledger {ledger!r}; choose {EMBEDDED} or {EVM}")
+        existing = self.kind()
+        if existing is not None and existing != ledger:
+            raise ConfigError(
+                f"the devnet in {self.dir} was created with the {existing} ledger; start it with --ledger {existing} "
+                "or remove the folder for a new one"
+            )
         if self.is_running():
             info = read_devnet_file(self.home)
             if info:
                 return info
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         LocalBlobStore(self.blobs_path)
+        if ledger == EVM:
+            return self._up_evm(port)
         if not self.db_path.exists():
-            genesis = Genesis.devnet(int(time.time()), sim_roots=(self.sim_vendor().root_pem,))
-            EmbeddedLedger.create(self.db_path, genesis).close()
+            EmbeddedLedger.create(self.db_path, self._genesis()).close()
         port = port or _free_port()
         url = f"http://127.0.0.1:{port}"
         command = [
@@ -133,6 +167,7 @@ class Devnet:
         self.pid_path.write_text(str(process.pid))
         chain_id, _ = self._wait_ready(url, process, timeout)
         info = {
+            "ledger": EMBEDDED,
             "ledger_url": url,
             "blob_store": self.blobs_path.resolve().as_uri(),
             "chain_id": chain_id,
@@ -141,6 +176,24 @@ class Devnet:
         }
         devnet_file(self.home).write_text(json.dumps(info, indent=2))
         return info
+
+    def _up_evm(self, port: int | None) -> dict[str, Any]:
+        anvil, deployment = self.chain.up(self._genesis, port=port)
+        self.pid_path.write_text(str(anvil.process.pid))
+        info = {
+            "ledger": EVM,
+            "ledger_url": anvil.url,
+            "blob_store": self.blobs_path.resolve().as_uri(),
+            "chain_id": deployment.genesis.chain_id,
+            "contract": deployment.address,
+            "pid": anvil.process.pid,
+            "log": str(self.chain.log),
+        }
+        devnet_file(self.home).write_text(json.dumps(info, indent=2))
+        return info
+
+    def _genesis(self) -> Genesis:
+        return Genesis.devnet(int(time.time()), sim_roots=(self.sim_vendor().root_pem,))
 
     def _wait_ready(self, url: str, process: subprocess.Popen[bytes], timeout: float) -> tuple[str, Head]:
         deadline = time.monotonic() + timeout
@@ -181,13 +234,18 @@ class Devnet:
         if not self.is_running() or not info:
             return DevnetStatus(False, info, None)
         try:
-            with HttpLedger(str(info["ledger_url"]), timeout=2.0) as ledger:
-                return DevnetStatus(True, info, ledger.head())
-        except (ServiceUnavailable, KeyError):
+            ledger = self.connect(info)
+        except (ServiceUnavailable, ConfigError, KeyError):
             return DevnetStatus(True, info, None)
+        try:
+            return DevnetStatus(True, info, ledger.head())
+        except ServiceUnavailable:
+            return DevnetStatus(True, info, None)
+        finally:
+            ledger.close()
 
-    def require_running(self) -> dict[str, Any]:
-        info = read_devnet_file(self.home)
-        if not info or not self.is_running():
-            raise ConfigError(f"no devnet is running in {self.home}; start it with `cloister devnet up`")
-        return info
+    def connect(self, info: dict[str, Any], identities: Iterable[Identity] = ()) -> HttpLedger | EvmLedger:
+        """A client of the running devnet's ledger, acting for ``identities`` (EVM transactions need their keys)."""
+        if info.get("ledger") == EVM:
+            return self.chain.ledger(str(info["ledger_url"]), identities)
+        return HttpLedger(str(info["ledger_url"]), timeout=2.0)

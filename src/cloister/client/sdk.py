@@ -7,6 +7,7 @@ stays in the keystore until a later key grant seals it to an attested machine.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -14,7 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
-from cloister.client.config import resolve_blob_store, resolve_ledger_url
+from cloister.client.config import LEDGER_ENV, read_devnet_file, resolve_blob_store, resolve_ledger_url
+from cloister.client.devnet import EVM, Devnet
 from cloister.crypto.digest import Readable, digest_file
 from cloister.crypto.identity import Identity
 from cloister.crypto.stream import generate_key, open_file, seal_file
@@ -69,8 +71,20 @@ class Client:
     @property
     def ledger(self) -> Ledger:
         if self._ledger is None:
-            self._ledger = HttpLedger(resolve_ledger_url(self.keystore.home, self._ledger_url))
+            self._ledger = self._connect()
         return self._ledger
+
+    def _connect(self) -> Ledger:
+        """An explicit or environment URL is an embedded ledger's server; otherwise whatever the devnet runs."""
+        home = self.keystore.home
+        devnet = read_devnet_file(home) or {}
+        if self._ledger_url is None and os.environ.get(LEDGER_ENV) is None and devnet.get("ledger") == EVM:
+            identities = [self.identity] if self._has_account() else []
+            return Devnet(home).connect(devnet, identities)
+        return HttpLedger(resolve_ledger_url(home, self._ledger_url))
+
+    def _has_account(self) -> bool:
+        return (self.account_name or self.keystore.default_account_name()) is not None
 
     @property
     def store(self) -> BlobStore:
@@ -111,6 +125,9 @@ class Client:
         """Create keys for ``name`` locally and register its public keys on the ledger."""
         identity = self.keystore.create_account(name)
         self.account_name, self._identity, self._wallet = name, identity, None
+        keyring = getattr(self._ledger, "keyring", None)
+        if keyring is not None:  # an EVM ledger signs with each identity's Ethereum key
+            keyring.add(identity)
         return self.wallet.register(name)
 
     def account(self, address: str | None = None) -> Account:
