@@ -1,4 +1,4 @@
-"""Key grants open only for the order, content and machine (and loader key) they were made for."""
+"""Key grants open only for the order, content, machine and engine (and loader key) they were made for."""
 
 from __future__ import annotations
 
@@ -12,7 +12,12 @@ from cloister.crypto.hpke import seal
 from cloister.crypto.stream import generate_key
 from cloister.errors import IntegrityError, MalformedInput
 
-BINDING = {"order_id": "order-1", "content_digest": digest_bytes(b"model weights"), "machine_id": "machine-a"}
+BINDING = {
+    "order_id": "order-1",
+    "content_digest": digest_bytes(b"model weights"),
+    "machine_id": "machine-a",
+    "engine_digest": digest_bytes(b"lora engine bundle"),
+}
 
 
 @pytest.fixture
@@ -35,6 +40,7 @@ def test_grant_round_trip(loader_key: X25519PrivateKey) -> None:
         ("order_id", "order-2"),
         ("content_digest", digest_bytes(b"other weights")),
         ("machine_id", "machine-b"),
+        ("engine_digest", digest_bytes(b"an engine the owner never allowed")),
     ],
 )
 def test_grant_does_not_open_for_another_binding(loader_key: X25519PrivateKey, field: str, other: str) -> None:
@@ -70,9 +76,11 @@ def test_binding_fields_cannot_be_shifted_between_each_other(loader_key: X25519P
         order_id="order|1",
         content_digest=BINDING["content_digest"],
         machine_id="m",
+        engine_digest=BINDING["engine_digest"],
     )
+    shifted = {**BINDING, "order_id": "order", "machine_id": "1|m"}
     with pytest.raises(IntegrityError):
-        open_key_grant(sealed, loader_key, order_id="order", content_digest=BINDING["content_digest"], machine_id="1|m")
+        open_key_grant(sealed, loader_key, **shifted)
 
 
 @pytest.mark.parametrize("dek", [b"", bytes(16), bytes(33)])
@@ -83,7 +91,13 @@ def test_only_32_byte_deks_are_granted(loader_key: X25519PrivateKey, dek: bytes)
 
 @pytest.mark.parametrize(
     "override",
-    [{"content_digest": "sha256:xyz"}, {"content_digest": "md5:00"}, {"order_id": ""}, {"machine_id": ""}],
+    [
+        {"content_digest": "sha256:xyz"},
+        {"content_digest": "md5:00"},
+        {"order_id": ""},
+        {"machine_id": ""},
+        {"engine_digest": "not-a-digest"},
+    ],
 )
 def test_malformed_binding_is_refused(loader_key: X25519PrivateKey, override: dict[str, str]) -> None:
     with pytest.raises(MalformedInput):

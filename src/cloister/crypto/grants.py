@@ -1,7 +1,8 @@
 """Key grants (DESIGN §3): a content DEK sealed with HPKE to a machine's attested loader key.
 
-The AAD binds the grant to one order, one content digest and one machine, so a grant posted on the ledger for
-one job can never unlock the content for another job, another content or another machine.
+The AAD binds the grant to one order, one content digest, one machine and the engine the owner consented to, so a
+grant posted on the ledger for one job can never unlock the content for another job, another content, another
+machine — or for a host that presents the loader a forged order naming a different engine.
 """
 
 from __future__ import annotations
@@ -18,12 +19,19 @@ GRANT_INFO = b"cloister/key-grant/v1"
 
 
 def seal_key_grant(
-    dek: bytes, recipient_public_key: bytes, *, order_id: str, content_digest: str, machine_id: str
+    dek: bytes,
+    recipient_public_key: bytes,
+    *,
+    order_id: str,
+    content_digest: str,
+    machine_id: str,
+    engine_digest: str,
 ) -> bytes:
-    """Seal ``dek`` to a machine's loader key, usable only for this order, content and machine."""
+    """Seal ``dek`` to a machine's loader key, usable only for this order, content, machine and engine."""
     if not isinstance(dek, bytes) or len(dek) != KEY_SIZE:
         raise MalformedInput(f"a content key (DEK) is {KEY_SIZE} bytes; use the one the content was sealed with")
-    return seal(recipient_public_key, dek, info=GRANT_INFO, aad=_binding(order_id, content_digest, machine_id))
+    aad = _binding(order_id, content_digest, machine_id, engine_digest)
+    return seal(recipient_public_key, dek, info=GRANT_INFO, aad=aad)
 
 
 def open_key_grant(
@@ -33,19 +41,21 @@ def open_key_grant(
     order_id: str,
     content_digest: str,
     machine_id: str,
+    engine_digest: str,
 ) -> bytes:
-    """The DEK of a grant, if it was sealed to this key for exactly this order, content and machine."""
-    aad = _binding(order_id, content_digest, machine_id)
+    """The DEK of a grant, if it was sealed to this key for exactly this order, content, machine and engine."""
+    aad = _binding(order_id, content_digest, machine_id, engine_digest)
     try:
         dek = open_sealed(recipient_private_key, sealed, info=GRANT_INFO, aad=aad)
     except IntegrityError:
         raise IntegrityError(
             f"the key grant does not open for order {order_id!r}, content {content_digest} on machine "
-            f"{machine_id!r}: it was granted for another order, content or machine, to another loader key, "
-            "or altered; ask the content owner's keeper to grant again",
+            f"{machine_id!r} with engine {engine_digest}: it was granted for another order, content, machine or "
+            "engine, to another loader key, or altered; ask the content owner's keeper to grant again",
             order_id=order_id,
             content_digest=content_digest,
             machine_id=machine_id,
+            engine_digest=engine_digest,
         ) from None
     if len(dek) != KEY_SIZE:
         raise IntegrityError(
@@ -55,10 +65,18 @@ def open_key_grant(
     return dek
 
 
-def _binding(order_id: str, content_digest: str, machine_id: str) -> bytes:
-    """The canonical AAD naming the one order, content and machine a grant is for."""
+def _binding(order_id: str, content_digest: str, machine_id: str, engine_digest: str) -> bytes:
+    """The canonical AAD naming the one order, content, machine and engine a grant is for."""
     parse_digest(content_digest)
+    parse_digest(engine_digest)
     for name, value in (("order_id", order_id), ("machine_id", machine_id)):
         if not isinstance(value, str) or not value:
             raise MalformedInput(f"a key grant needs a non-empty {name}, got {value!r}")
-    return canonical_json({"order_id": order_id, "content_digest": content_digest, "machine_id": machine_id})
+    return canonical_json(
+        {
+            "order_id": order_id,
+            "content_digest": content_digest,
+            "machine_id": machine_id,
+            "engine_digest": engine_digest,
+        }
+    )
