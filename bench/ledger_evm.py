@@ -49,6 +49,7 @@ from cloister.ledger.transactions import (
     Heartbeat,
     Payload,
     PostGrant,
+    RefuseGrant,
     RegisterMachine,
     RegisterProvider,
     RetireMachine,
@@ -182,6 +183,7 @@ def gas_table(url: str, ledger: EvmLedger, keyring: Keyring) -> list[tuple[str, 
     send(provider, StartOrder(first, machine))
     send(provider, CompleteOrder(first, machine, 3600, "sha256:" + "5e" * 32))
     second, machine = order()
+    send(owner, RefuseGrant(second, offers["model"], machine, "the machine's TCB is below my minimum"))
     send(provider, FailOrder(second, machine, "out of memory"))
     third, _ = order()
     send(developer, CancelOrder(third))

@@ -101,6 +101,12 @@ contract Cloister {
         Orders.postGrant(s, nonce, orderId, offerId, machineId, sealedKey);
     }
 
+    function refuseGrant(uint64 nonce, bytes8 orderId, bytes8 offerId, bytes8 machineId, string calldata reason)
+        external
+    {
+        Orders.refuseGrant(s, nonce, orderId, offerId, machineId, reason);
+    }
+
     function startOrder(uint64 nonce, bytes8 orderId, bytes8 machineId) external {
         Orders.startOrder(s, nonce, orderId, machineId);
     }
@@ -186,5 +192,10 @@ contract Cloister {
     function getGrants(bytes8 orderId) external view returns (Grant[] memory) {
         Base.order(s, orderId);
         return s.grants[orderId];
+    }
+
+    function getRefusals(bytes8 orderId) external view returns (KeyRefusal[] memory) {
+        Base.order(s, orderId);
+        return s.refusals[orderId];
     }
 }

@@ -172,6 +172,15 @@ struct Grant {
     bytes sealedKey;
 }
 
+/// A content owner's refusal to release its key to one assigned machine (records.Refusal).
+struct KeyRefusal {
+    bytes8 offerId;
+    bytes8 machineId;
+    bytes20 owner;
+    uint64 createdAt;
+    string reason;
+}
+
 // Why a machine was not eligible for an order (cloister.ledger.contracts.assignment).
 enum Refusal {
     Retired,
@@ -229,6 +238,8 @@ struct State {
     bytes8[] orderIds;
     mapping(bytes8 => Grant[]) grants;
     mapping(bytes32 => bool) granted;
+    mapping(bytes8 => KeyRefusal[]) refusals;
+    mapping(bytes32 => bool) refused;
 }
 
 // --- limits (cloister.ledger.records) and codes the rejections use (mirrored in reverts.py) ---
@@ -241,6 +252,7 @@ uint256 constant MAX_URI = 2048;
 uint256 constant MAX_ITEMS = 64;
 uint256 constant MAX_TCB_EVIDENCE = 256 * 1024;
 uint256 constant MAX_SEALED_KEY = 4 * 1024;
+uint256 constant MAX_REASON = 512;
 uint256 constant MAX_PARAMS = 16 * 1024;
 uint256 constant MAX_LEASE_HOURS = 24 * 366;
 uint16 constant MAX_SHARE_BPS = 10_000;
@@ -271,6 +283,8 @@ error EthAddressTaken(address eth);
 error ProviderExists(bytes20 account);
 error IdTaken(bytes8 id);
 error GrantExists(bytes8 offerId, bytes8 machineId);
+error RefusalExists(bytes8 offerId, bytes8 machineId);
+error AlreadyGranted(bytes8 offerId, bytes8 machineId);
 error BalanceTooLow(uint8 purpose, bytes20 account, uint256 needed, uint256 balance);
 error StakeTooLow(bytes20 account, uint256 needed, uint256 stake);
 error DepositTooLow(uint256 deposit, uint256 required);
@@ -320,6 +334,7 @@ event OfferRetiredEvent(uint64 seq, bytes8 indexed offerId, bytes20 indexed owne
 event OrderCreated(uint64 seq, bytes8 indexed orderId, bytes20 indexed owner, uint64 deposit, uint256 required);
 event OrderAssigned(uint64 seq, bytes8 indexed orderId, bytes8[] machines, bytes8 computeOffer);
 event GrantPosted(uint64 seq, bytes8 indexed orderId, bytes8 offerId, bytes8 machineId);
+event GrantRefused(uint64 seq, bytes8 indexed orderId, bytes8 offerId, bytes8 machineId, string reason);
 event OrderReady(uint64 seq, bytes8 indexed orderId, bytes8[] machines);
 event OrderStarted(uint64 seq, bytes8 indexed orderId, bytes8 machineId);
 event Payment(uint64 seq, bytes8 indexed orderId, bytes20 indexed to, uint64 amount, OfferKind kind, bytes8 offerId);

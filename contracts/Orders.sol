@@ -58,23 +58,30 @@ library Orders {
         bytes20 sender = Base.begin(s, nonce);
         if (sealedKey.length == 0 || sealedKey.length > MAX_SEALED_KEY) revert BadField("sealed_key");
         Order storage order = Base.order(s, orderId);
-        Offer storage offer = Base.offer(s, offerId);
-        uint256 contentCount = order.datasetOffers.length + 2;
-        if (offerId != order.modelOffer && offerId != order.engineOffer && !Base.contains(order.datasetOffers, offerId)) {
-            revert OfferNotInOrder(offerId, orderId);
-        }
-        if (offer.owner != sender) revert NotOfferOwner(TO_GRANT, offerId, offer.owner);
-        if (!Base.contains(order.machines, machineId)) revert MachineNotAssigned(TO_GRANT, machineId, orderId);
-        _requireState(order, WHEN_GRANTING);
-        bytes32 key = keccak256(abi.encode(orderId, offerId, machineId));
+        bytes32 key = _grantTarget(s, order, offerId, machineId, sender);
         if (s.granted[key]) revert GrantExists(offerId, machineId);
         s.granted[key] = true;
         s.grants[orderId].push(Grant(offerId, machineId, sender, Base.time(), sealedKey));
         emit GrantPosted(Base.seq(s), orderId, offerId, machineId);
-        if (s.grants[orderId].length == contentCount * order.machines.length) {
+        if (s.grants[orderId].length == (order.datasetOffers.length + 2) * order.machines.length) {
             order.state = OrderState.Ready;
             emit OrderReady(Base.seq(s), orderId, order.machines);
         }
+    }
+
+    /// Record the owner's refusal; the order keeps waiting (its owner may cancel for a full refund).
+    function refuseGrant(State storage s, uint64 nonce, bytes8 orderId, bytes8 offerId, bytes8 machineId, string calldata reason)
+        external
+    {
+        bytes20 sender = Base.begin(s, nonce);
+        Base.text(reason, MAX_REASON, false, "reason");
+        Order storage order = Base.order(s, orderId);
+        bytes32 key = _grantTarget(s, order, offerId, machineId, sender);
+        if (s.granted[key]) revert AlreadyGranted(offerId, machineId);
+        if (s.refused[key]) revert RefusalExists(offerId, machineId);
+        s.refused[key] = true;
+        s.refusals[orderId].push(KeyRefusal(offerId, machineId, sender, Base.time(), reason));
+        emit GrantRefused(Base.seq(s), orderId, offerId, machineId, reason);
     }
 
     function startOrder(State storage s, uint64 nonce, bytes8 orderId, bytes8 machineId) external {
@@ -183,6 +190,23 @@ library Orders {
             if (digests[i] == digest) return true;
         }
         return false;
+    }
+
+    /// Only the owner of one of the order's content offers decides on its key, for an assigned machine, while
+    /// the order waits for grants; returns the (order, offer, machine) key of that decision.
+    function _grantTarget(State storage s, Order storage order, bytes8 offerId, bytes8 machineId, bytes20 sender)
+        private
+        view
+        returns (bytes32)
+    {
+        Offer storage offer = Base.offer(s, offerId);
+        if (offerId != order.modelOffer && offerId != order.engineOffer && !Base.contains(order.datasetOffers, offerId)) {
+            revert OfferNotInOrder(offerId, order.id);
+        }
+        if (offer.owner != sender) revert NotOfferOwner(TO_GRANT, offerId, offer.owner);
+        if (!Base.contains(order.machines, machineId)) revert MachineNotAssigned(TO_GRANT, machineId, order.id);
+        _requireState(order, WHEN_GRANTING);
+        return keccak256(abi.encode(order.id, offerId, machineId));
     }
 
     function _requireState(Order storage order, uint8 action) private view {

@@ -9,6 +9,7 @@ import pytest
 
 from cloister.errors import InvalidTransaction
 from cloister.ledger.records import (
+    MAX_REASON,
     MAX_SEALED_KEY,
     MAX_TCB_EVIDENCE,
     Pricing,
@@ -28,6 +29,7 @@ from cloister.ledger.transactions import (
     Heartbeat,
     Payload,
     PostGrant,
+    RefuseGrant,
     RegisterAccount,
     RegisterMachine,
     RegisterProvider,
@@ -64,6 +66,7 @@ EXAMPLES: list[Payload] = [
     RetireOffer(OFFER),
     CreateOrder("finetune", OFFER, (OFFER2,), OFFER, None, {"epochs": 1}, 2, 1, 100),
     PostGrant(ORDER, OFFER, MACHINE, b"sealed"),
+    RefuseGrant(ORDER, OFFER, MACHINE, "debug TCB"),
     StartOrder(ORDER, MACHINE),
     CompleteOrder(ORDER, MACHINE, 3600, DIGEST),
     FailOrder(ORDER, MACHINE, "engine crashed"),
@@ -125,6 +128,10 @@ def test_size_limits() -> None:
     _bad(grant, sealed_key=base64.b64encode(b"x" * (MAX_SEALED_KEY + 1)).decode())
     _bad(RegisterProvider("a", ""), name="n" * 129)
     _bad(RegisterProvider("a", ""), description="d" * 4097)
+    refusal = RefuseGrant(ORDER, OFFER, MACHINE, "no")
+    _bad(refusal, reason="r" * (MAX_REASON + 1))
+    _bad(refusal, reason="")
+    assert parse_payload(refusal.TYPE, {**refusal.to_payload(), "reason": "é" * MAX_REASON}).reason == "é" * MAX_REASON
 
 
 def test_order_rules() -> None:

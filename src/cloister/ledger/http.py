@@ -14,7 +14,7 @@ from urllib.parse import quote
 from cloister.errors import MalformedInput, RemoteError
 from cloister.ledger.envelope import SignedTransaction
 from cloister.ledger.protocol import EventPage, Head, TxReceipt
-from cloister.ledger.records import Account, KeyGrant, Machine, Offer, Order, Provider
+from cloister.ledger.records import Account, KeyGrant, Machine, Offer, Order, Provider, Refusal
 from cloister.net import DEFAULT_TIMEOUT, HttpClient
 
 T = TypeVar("T")
@@ -104,6 +104,9 @@ class HttpLedger:
 
     def grants(self, order_id: str) -> list[KeyGrant]:
         return self._list(KeyGrant.from_json, f"/v1/orders/{quote(order_id, safe='')}/grants", "grants", {})
+
+    def refusals(self, order_id: str) -> list[Refusal]:
+        return self._list(Refusal.from_json, f"/v1/orders/{quote(order_id, safe='')}/refusals", "refusals", {})
 
     def close(self) -> None:
         self._http.close()

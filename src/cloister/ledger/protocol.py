@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cloister.ledger.envelope import SignedTransaction
-from cloister.ledger.records import Account, KeyGrant, Machine, Offer, Order, Provider
+from cloister.ledger.records import Account, KeyGrant, Machine, Offer, Order, Provider, Refusal
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,7 @@ class LedgerReader(Protocol):
         self, *, owner: str | None = None, machine_id: str | None = None, state: str | None = None
     ) -> list[Order]: ...
     def grants(self, order_id: str) -> list[KeyGrant]: ...
+    def refusals(self, order_id: str) -> list[Refusal]: ...
 
 
 class Ledger(LedgerReader, Protocol):

@@ -20,12 +20,14 @@ from cloister.ledger.records import (
     Offer,
     Order,
     Provider,
+    Refusal,
     account_key,
     grant_prefix,
     machine_key,
     offer_key,
     order_key,
     provider_key,
+    refusal_prefix,
 )
 from cloister.ledger.state import StateStore
 
@@ -113,6 +115,11 @@ class StateReader:
         """Every key grant posted for an existing order."""
         self.order(order_id)
         return self._scan(grant_prefix(order_id), KeyGrant, lambda _: True)
+
+    def refusals(self, order_id: str) -> list[Refusal]:
+        """Every key refusal recorded for an existing order."""
+        self.order(order_id)
+        return self._scan(refusal_prefix(order_id), Refusal, lambda _: True)
 
 
 def _check_filter(name: str, value: str | None, allowed: tuple[str, ...]) -> None:

@@ -66,6 +66,8 @@ MAX_URI: Final = 2048
 MAX_ITEMS: Final = 64
 MAX_TCB_EVIDENCE: Final = 256 * 1024
 MAX_SEALED_KEY: Final = 4 * 1024
+MAX_REASON: Final = 512
+"""Longest reason a content owner gives for refusing a key (``grant.refuse``)."""
 KEY_SIZE: Final = 32
 
 MACHINE_ID_PREFIX: Final = "mc-"
@@ -122,6 +124,14 @@ def grant_prefix(order_id: str) -> str:
 
 def grant_key(order_id: str, offer_id: str, machine_id: str) -> str:
     return f"{grant_prefix(order_id)}{offer_id}/{machine_id}"
+
+
+def refusal_prefix(order_id: str) -> str:
+    return f"refusal/{order_id}/"
+
+
+def refusal_key(order_id: str, offer_id: str, machine_id: str) -> str:
+    return f"{refusal_prefix(order_id)}{offer_id}/{machine_id}"
 
 
 # --- the strict field reader --------------------------------------------------------------------------------
@@ -630,5 +640,36 @@ class KeyGrant(JsonRecord):
             f.record_id("machine_id", MACHINE_ID_PREFIX),
             f.address("owner"),
             f.b64_bytes("sealed_key", MAX_SEALED_KEY),
+            f.integer("created_at"),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Refusal(JsonRecord):
+    """A content owner's recorded "no" to releasing its key to one assigned machine, with the reason.
+
+    The order stays ``pending_grants``: its owner may cancel for a full refund, and the content owner may still
+    grant later (a refusal does not block a grant; a grant does block a refusal).
+    """
+
+    order_id: str
+    offer_id: str
+    machine_id: str
+    owner: str
+    reason: str
+    created_at: int
+
+    @property
+    def key(self) -> str:
+        return refusal_key(self.order_id, self.offer_id, self.machine_id)
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(
+            f.record_id("order_id", ORDER_ID_PREFIX),
+            f.record_id("offer_id", OFFER_ID_PREFIX),
+            f.record_id("machine_id", MACHINE_ID_PREFIX),
+            f.address("owner"),
+            f.text("reason", MAX_REASON),
             f.integer("created_at"),
         )

@@ -200,6 +200,11 @@ class _Api:
         found = await run_in_threadpool(self.ledger.grants, request.path_params["order_id"])
         return {"grants": [g.to_json() for g in found]}
 
+    async def refusals(self, request: Request) -> Any:
+        _Query(request)
+        found = await run_in_threadpool(self.ledger.refusals, request.path_params["order_id"])
+        return {"refusals": [r.to_json() for r in found]}
+
     async def events(self, request: Request) -> Any:
         query = _Query(request, "after", "limit")
         after, limit = query.integer("after", 0), query.integer("limit", 100)
@@ -230,6 +235,7 @@ def create_app(
         Route("/v1/orders", _json_endpoint(api.orders), methods=get),
         Route("/v1/orders/{order_id}", _json_endpoint(api.order), methods=get),
         Route("/v1/orders/{order_id}/grants", _json_endpoint(api.grants), methods=get),
+        Route("/v1/orders/{order_id}/refusals", _json_endpoint(api.refusals), methods=get),
         Route("/v1/events", _json_endpoint(api.events), methods=get),
         Route("/v1/blocks", _json_endpoint(api.blocks), methods=get),
     ]

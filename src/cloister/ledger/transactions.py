@@ -13,6 +13,7 @@ from cloister.crypto.canonical import canonical_json
 from cloister.errors import InvalidTransaction, MalformedInput
 from cloister.ledger.records import (
     MACHINE_ID_PREFIX,
+    MAX_REASON,
     MAX_SEALED_KEY,
     MAX_TCB_EVIDENCE,
     MAX_TEXT,
@@ -269,6 +270,26 @@ class PostGrant(Payload):
 
 
 @dataclasses.dataclass(frozen=True)
+class RefuseGrant(Payload):
+    """A content owner declines to release its key to one assigned machine, saying why (for the developer)."""
+
+    TYPE: ClassVar[str] = "grant.refuse"
+    order_id: str
+    offer_id: str
+    machine_id: str
+    reason: str
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(
+            f.record_id("order_id", ORDER_ID_PREFIX),
+            f.record_id("offer_id", OFFER_ID_PREFIX),
+            f.record_id("machine_id", MACHINE_ID_PREFIX),
+            f.text("reason", MAX_REASON),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class CancelOrder(Payload):
     TYPE: ClassVar[str] = "order.cancel"
     order_id: str
@@ -340,6 +361,7 @@ PAYLOAD_TYPES: Final[dict[str, type[Payload]]] = {
         RetireOffer,
         CreateOrder,
         PostGrant,
+        RefuseGrant,
         StartOrder,
         CompleteOrder,
         FailOrder,

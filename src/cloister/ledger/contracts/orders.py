@@ -27,7 +27,9 @@ from cloister.ledger.records import (
     OfferKind,
     Order,
     OrderState,
+    Refusal,
     grant_key,
+    refusal_key,
 )
 from cloister.ledger.transactions import (
     CancelOrder,
@@ -36,6 +38,7 @@ from cloister.ledger.transactions import (
     FailOrder,
     Payload,
     PostGrant,
+    RefuseGrant,
     StartOrder,
 )
 
@@ -120,16 +123,22 @@ def _assignee(call: Call, order: Order, machine_id: str) -> Machine:
     return provided_machine(call, machine_id)
 
 
+def _grant_target(call: Call, order: Order, offer_id: str, machine_id: str) -> None:
+    """Only the owner of one of the order's content offers decides on its key, for an assigned machine, while
+    the order waits for grants."""
+    offer = call.read.offer(offer_id)
+    if offer_id not in order.content_offers:
+        raise NotAuthorized(f"offer {offer_id} is not part of order {order.order_id}; grant or refuse only its offers")
+    if offer.owner != call.sender:
+        raise NotAuthorized(f"offer {offer_id} belongs to {offer.owner}; only its owner can grant or refuse its key")
+    if machine_id not in order.machines:
+        raise NotAuthorized(f"machine {machine_id} is not assigned to order {order.order_id}; name an assignee")
+    _require_state(order, (PENDING_GRANTS,), "granted or refused keys")
+
+
 def post_grant(call: Call, p: PostGrant) -> None:
     order = call.read.order(p.order_id)
-    offer = call.read.offer(p.offer_id)
-    if p.offer_id not in order.content_offers:
-        raise NotAuthorized(f"offer {p.offer_id} is not part of order {p.order_id}; grant only for its offers")
-    if offer.owner != call.sender:
-        raise NotAuthorized(f"offer {p.offer_id} belongs to {offer.owner}; only its owner can grant its key")
-    if p.machine_id not in order.machines:
-        raise NotAuthorized(f"machine {p.machine_id} is not assigned to order {p.order_id}; seal to an assignee")
-    _require_state(order, (PENDING_GRANTS,), "granted keys")
+    _grant_target(call, order, p.offer_id, p.machine_id)
     key = grant_key(p.order_id, p.offer_id, p.machine_id)
     if call.exists(key):
         raise RecordExists(f"a key for offer {p.offer_id} on machine {p.machine_id} is already granted")
@@ -138,6 +147,21 @@ def post_grant(call: Call, p: PostGrant) -> None:
     if len(call.read.grants(p.order_id)) == len(order.content_offers) * len(order.machines):
         call.put(dataclasses.replace(order, state=READY))
         call.emit("order.ready", order_id=p.order_id, machines=list(order.machines))
+
+
+def refuse_grant(call: Call, p: RefuseGrant) -> None:
+    """Record the owner's refusal; the order keeps waiting (its owner may cancel for a full refund)."""
+    order = call.read.order(p.order_id)
+    _grant_target(call, order, p.offer_id, p.machine_id)
+    if call.exists(grant_key(p.order_id, p.offer_id, p.machine_id)):
+        raise InvalidState(
+            f"the key for offer {p.offer_id} on machine {p.machine_id} is already granted; a grant cannot be "
+            "taken back, so there is nothing to refuse"
+        )
+    if call.exists(refusal_key(p.order_id, p.offer_id, p.machine_id)):
+        raise RecordExists(f"the key for offer {p.offer_id} on machine {p.machine_id} is already refused")
+    call.put(Refusal(p.order_id, p.offer_id, p.machine_id, call.sender, p.reason, call.now))
+    call.emit("grant.refused", order_id=p.order_id, offer_id=p.offer_id, machine_id=p.machine_id, reason=p.reason)
 
 
 def start_order(call: Call, p: StartOrder) -> None:
@@ -212,6 +236,7 @@ def cancel_order(call: Call, p: CancelOrder) -> None:
 HANDLERS: dict[type[Payload], Handler] = {
     CreateOrder: create_order,
     PostGrant: post_grant,
+    RefuseGrant: refuse_grant,
     StartOrder: start_order,
     CompleteOrder: complete_order,
     FailOrder: fail_order,

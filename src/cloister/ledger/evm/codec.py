@@ -32,6 +32,7 @@ from cloister.ledger.records import (
     Order,
     Pricing,
     Provider,
+    Refusal,
     Restrictions,
 )
 from cloister.ledger.transactions import (
@@ -46,6 +47,7 @@ from cloister.ledger.transactions import (
     Heartbeat,
     Payload,
     PostGrant,
+    RefuseGrant,
     RegisterProvider,
     RetireMachine,
     RetireOffer,
@@ -166,6 +168,9 @@ _CALLS: dict[type[Payload], Callable[[Any], Call]] = {
     CreateOrder: _create_order,
     PostGrant: lambda p: Call(
         "postGrant", (id_bytes(p.order_id), id_bytes(p.offer_id), id_bytes(p.machine_id), p.sealed_key)
+    ),
+    RefuseGrant: lambda p: Call(
+        "refuseGrant", (id_bytes(p.order_id), id_bytes(p.offer_id), id_bytes(p.machine_id), p.reason)
     ),
     StartOrder: lambda p: Call("startOrder", (id_bytes(p.order_id), id_bytes(p.machine_id))),
     CompleteOrder: lambda p: Call(
@@ -312,6 +317,20 @@ def grant_record(order_id: str, value: tuple[Any, ...]) -> KeyGrant:
             "machine_id": id_text(MACHINE_ID_PREFIX, machine_id),
             "owner": address_text(owner),
             "sealed_key": _b64(sealed),
+            "created_at": created,
+        }
+    )
+
+
+def refusal_record(order_id: str, value: tuple[Any, ...]) -> Refusal:
+    offer_id, machine_id, owner, created, reason = value
+    return Refusal.from_json(
+        {
+            "order_id": order_id,
+            "offer_id": id_text(OFFER_ID_PREFIX, offer_id),
+            "machine_id": id_text(MACHINE_ID_PREFIX, machine_id),
+            "owner": address_text(owner),
+            "reason": reason,
             "created_at": created,
         }
     )

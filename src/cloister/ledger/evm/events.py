@@ -108,6 +108,15 @@ EVENTS: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
         "grant.posted",
         lambda o, offer, m: {"order_id": _order(o), "offer_id": _offer(offer), "machine_id": _machine(m)},
     ),
+    "GrantRefused": (
+        "grant.refused",
+        lambda o, offer, m, reason: {
+            "order_id": _order(o),
+            "offer_id": _offer(offer),
+            "machine_id": _machine(m),
+            "reason": reason,
+        },
+    ),
     "OrderReady": (
         "order.ready",
         lambda o, machines: {"order_id": _order(o), "machines": [_machine(m) for m in machines]},

@@ -47,6 +47,7 @@ from cloister.ledger.records import (
     Offer,
     Order,
     Provider,
+    Refusal,
     challenge_key,
     derive_id,
     machine_key,
@@ -276,6 +277,9 @@ class EvmLedger:
 
     def grants(self, order_id: str) -> list[KeyGrant]:
         return self._reader.grants(order_id)
+
+    def refusals(self, order_id: str) -> list[Refusal]:
+        return self._reader.refusals(order_id)
 
     # --- lifetime ------------------------------------------------------------------------------------------
 

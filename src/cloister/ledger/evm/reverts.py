@@ -116,7 +116,7 @@ def _not_found(kind: str) -> Callable[[Context, bytes], CloisterError]:
 
 _PURPOSES = ("this transfer", "this stake deposit", "this order's deposit")
 _ACTIONS: dict[int, tuple[str, tuple[str, ...]]] = {
-    0: ("granted keys", (PENDING_GRANTS,)),
+    0: ("granted or refused keys", (PENDING_GRANTS,)),
     1: ("started", (READY,)),
     2: ("completed", (RUNNING,)),
     3: ("failed", OPEN_ORDER_STATES),
@@ -136,12 +136,12 @@ def _balance_too_low(ctx: Context, purpose: int, raw: bytes, needed: int, balanc
 
 
 def _offer_owner(ctx: Context, action: int, offer: bytes, owner: bytes) -> CloisterError:
-    verb = "retire it" if action == _TO_RETIRE else "grant its key"
+    verb = "retire it" if action == _TO_RETIRE else "grant or refuse its key"
     return NotAuthorized(f"offer {_offer(offer)} belongs to {address_text(owner)}; only its owner can {verb}")
 
 
 def _not_assigned(ctx: Context, action: int, machine: bytes, order: bytes) -> CloisterError:
-    advice = "; seal to an assignee" if action == _TO_GRANT else ""
+    advice = "; name an assignee" if action == _TO_GRANT else ""
     return NotAuthorized(f"machine {_machine(machine)} is not assigned to order {_order(order)}{advice}")
 
 
@@ -224,6 +224,13 @@ _BUILDERS: dict[str, Callable[..., CloisterError]] = {
     "GrantExists": lambda ctx, offer, machine: RecordExists(
         f"a key for offer {_offer(offer)} on machine {_machine(machine)} is already granted"
     ),
+    "RefusalExists": lambda ctx, offer, machine: RecordExists(
+        f"the key for offer {_offer(offer)} on machine {_machine(machine)} is already refused"
+    ),
+    "AlreadyGranted": lambda ctx, offer, machine: InvalidState(
+        f"the key for offer {_offer(offer)} on machine {_machine(machine)} is already granted; a grant cannot be "
+        "taken back, so there is nothing to refuse"
+    ),
     "BalanceTooLow": _balance_too_low,
     "StakeTooLow": lambda ctx, raw, needed, stake: InsufficientFunds(
         f"cannot withdraw {needed} units: {address_text(raw)} has {stake} staked; withdraw less",
@@ -253,7 +260,7 @@ _BUILDERS: dict[str, Callable[..., CloisterError]] = {
         f"order {_order(order)} belongs to {address_text(owner)}; only its owner can cancel it"
     ),
     "OfferNotInOrder": lambda ctx, offer, order: NotAuthorized(
-        f"offer {_offer(offer)} is not part of order {_order(order)}; grant only for its offers"
+        f"offer {_offer(offer)} is not part of order {_order(order)}; grant or refuse only its offers"
     ),
     "MachineNotAssigned": _not_assigned,
     "MachineRetired": lambda ctx, raw: InvalidState(
