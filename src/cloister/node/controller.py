@@ -1,0 +1,231 @@
+"""The provider node: registers an attested machine and a compute offer, heart-beats, and runs ready orders.
+
+The execution controller polls the ledger for orders assigned to its machine in state ``ready``, sends
+``order.start``, hands records and bytes to the :class:`~cloister.runtime.loader.TrustedLoader`, publishes the
+signed report, manifest and sealed keys (:mod:`cloister.node.delivery`) and settles with ``order.complete``
+(usage seconds and report digest). The manifest digest has no field on the ledger yet; it is in the delivery,
+whose report the ledger pins. Any failure signs a failed report and sends ``order.fail`` with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cloister.crypto.identity import Identity
+from cloister.errors import CloisterError, ConfigError, RecordNotFound
+from cloister.ledger.protocol import Ledger, TxReceipt
+from cloister.ledger.records import COMPUTE, READY, Machine, MachineSpecs, Order, Pricing, Restrictions
+from cloister.ledger.transactions import (
+    ChallengeMachine,
+    CompleteOrder,
+    CreateOffer,
+    FailOrder,
+    Heartbeat,
+    RegisterMachine,
+    RegisterProvider,
+    StartOrder,
+)
+from cloister.ledger.wallet import Wallet
+from cloister.node.delivery import Delivery, DeliveryBoard, OwnerCheckpoint, publish_delivery
+from cloister.node.platform import TeePlatform
+from cloister.runtime.loader import LoaderResult, TrustedLoader
+from cloister.storage import BlobStore
+
+log = logging.getLogger("cloister.node")
+STATE_FILE = "node.json"
+MAX_REASON = 4096
+
+
+@dataclass(frozen=True)
+class Registration:
+    """The machine and compute offer this node registered, and the digest of its TCB."""
+
+    machine_id: str
+    offer_id: str
+    tcb_id: str
+
+
+def _event(receipt: TxReceipt, kind: str, attr: str) -> str:
+    for event in receipt.events:
+        if event.kind == kind and attr in event.attrs:
+            return str(event.attrs[attr])
+    raise RecordNotFound(f"the ledger accepted the transaction but emitted no {kind} event with {attr}")
+
+
+def _reason(exc: BaseException) -> str:
+    text = exc.message if isinstance(exc, CloisterError) else f"{type(exc).__name__}: {exc}"
+    return text[:MAX_REASON] or type(exc).__name__
+
+
+@dataclass
+class ProviderNode:
+    """One machine of a provider. ``operator`` is the provider's account; ``loader`` the attested loader keys."""
+
+    ledger: Ledger
+    store: BlobStore
+    operator: Identity
+    loader: Identity
+    platform: TeePlatform
+    folder: Path
+    board: DeliveryBoard
+    region: str = "local"
+    price_per_hour: int = 0
+    specs: MachineSpecs = field(default_factory=lambda: MachineSpecs(2, 4, (), 10))
+    run_timeout: float = 3600.0
+    threads: int | None = None
+    registration: Registration | None = None
+
+    def __post_init__(self) -> None:
+        self.wallet = Wallet(self.operator, self.ledger)
+
+    # --- registration -----------------------------------------------------------------------------------
+
+    def register(self) -> Registration:
+        """Reuse this folder's machine if the ledger still knows it with these loader keys, else register anew."""
+        known = self._saved()
+        if known is not None:
+            self.registration = known
+            return known
+        try:
+            self.ledger.provider(self.operator.address)
+        except RecordNotFound:
+            self.wallet.send(RegisterProvider(f"provider {self.operator.address[:10]}", ""))
+        nonce = bytes.fromhex(_event(self.wallet.send(ChallengeMachine()), "machine.challenged", "nonce"))
+        tcb = self.platform.collect(self.loader.public, nonce, self.specs.to_json())
+        receipt = self.wallet.send(RegisterMachine(self.region, tcb.to_bytes()))
+        machine_id = _event(receipt, "machine.registered", "machine_id")
+        pricing = Pricing("per_hour", self.price_per_hour, 0) if self.price_per_hour else Pricing("free", 0, 0)
+        offer = CreateOffer(
+            kind=COMPUTE,
+            name=f"compute {machine_id}",
+            description=f"{self.specs.cpu_cores} cores, {self.specs.memory_gib} GiB in {self.region}",
+            content_digest=None,
+            blob_uri=None,
+            size=None,
+            pricing=pricing,
+            restrictions=Restrictions(),
+            machine_ids=(machine_id,),
+        )
+        offer_id = _event(self.wallet.send(offer), "offer.created", "offer_id")
+        self.registration = Registration(machine_id, offer_id, tcb.digest)
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (self.folder / STATE_FILE).write_text(json.dumps(self.registration.__dict__, indent=2))
+        log.info("registered machine %s with compute offer %s", machine_id, offer_id)
+        return self.registration
+
+    def _saved(self) -> Registration | None:
+        try:
+            data = json.loads((self.folder / STATE_FILE).read_text())
+            saved = Registration(str(data["machine_id"]), str(data["offer_id"]), str(data["tcb_id"]))
+            machine = self.ledger.machine(saved.machine_id)
+        except (OSError, ValueError, KeyError, TypeError, RecordNotFound):
+            return None
+        if not machine.active or machine.loader_signing_key != self.loader.public.signing_key:
+            return None
+        return saved
+
+    @property
+    def machine_id(self) -> str:
+        if self.registration is None:
+            raise ConfigError("the node has not registered its machine yet; call register() first")
+        return self.registration.machine_id
+
+    def machine(self) -> Machine:
+        return self.ledger.machine(self.machine_id)
+
+    # --- heartbeats -------------------------------------------------------------------------------------
+
+    def heartbeat(self) -> None:
+        self.wallet.send(Heartbeat(self.machine_id))
+
+    @contextmanager
+    def heartbeats(self, interval: float) -> Iterator[None]:
+        """Heart-beat every ``interval`` seconds in a thread while the block runs."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(interval):
+                try:
+                    self.heartbeat()
+                except CloisterError as exc:
+                    log.warning("heartbeat failed: %s", exc.message)
+
+        thread = threading.Thread(target=beat, name="cloister-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    # --- execution ----------------------------------------------------------------------------------------
+
+    def ready_orders(self) -> list[Order]:
+        return self.ledger.orders(machine_id=self.machine_id, state=READY)
+
+    def run_ready(self) -> list[LoaderResult]:
+        """Run every order that is ready on this machine, one after the other."""
+        return [self.execute(order) for order in self.ready_orders()]
+
+    def serve(self, *, once: bool = False, poll_interval: float = 2.0, heartbeat_interval: float = 30.0) -> None:
+        """Register, then heart-beat and run ready orders until interrupted (or once, with ``once``)."""
+        self.register()
+        self.heartbeat()
+        with self.heartbeats(heartbeat_interval):
+            while True:
+                self.run_ready()
+                if once:
+                    return
+                time.sleep(poll_interval)
+
+    def execute(self, order: Order) -> LoaderResult:
+        """Start, run and settle one ready order; on any failure sign a failed report and fail the order."""
+        registration = self.registration
+        if registration is None:
+            raise ConfigError("the node has not registered its machine yet; call register() first")
+        offers = {offer_id: self.ledger.offer(offer_id) for offer_id in order.content_offers}
+        self.wallet.send(StartOrder(order.order_id, registration.machine_id))
+        log.info("order %s started", order.order_id)
+        loader = TrustedLoader(
+            self.loader,
+            registration.machine_id,
+            registration.tcb_id,
+            self.store,
+            self.folder / "work",
+            threads=self.threads,
+        )
+        started = int(time.time())
+        try:
+            prepared = loader.prepare(
+                order, offers, self.ledger.grants(order.order_id), self.ledger.account(order.owner)
+            )
+            result = loader.finish(prepared, loader.run(prepared, timeout=self.run_timeout))
+        except Exception as exc:  # any failure must reach the ledger, or the escrow stays locked
+            reason = _reason(exc)
+            log.warning("order %s failed: %s", order.order_id, reason)
+            result = loader.fail(order, offers, reason, started_at=started)
+            self._publish(order, result)
+            self.wallet.send(FailOrder(order.order_id, registration.machine_id, reason))
+            return result
+        self._publish(order, result)
+        usage = result.report.report.usage.seconds
+        self.wallet.send(CompleteOrder(order.order_id, registration.machine_id, usage, result.report_digest))
+        log.info("order %s completed in %ss, report %s", order.order_id, usage, result.report_digest)
+        return result
+
+    def _publish(self, order: Order, result: LoaderResult) -> None:
+        delivery = Delivery(
+            order_id=order.order_id,
+            report=result.report_bytes,
+            manifest=result.manifest_bytes,
+            result_keys={sealed.output.name: sealed.sealed_key for sealed in result.outputs},
+            checkpoints=tuple(OwnerCheckpoint(c.checkpoint, c.owner_key) for c in result.checkpoints),
+        )
+        publish_delivery(self.store, self.board, delivery)
