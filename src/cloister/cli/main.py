@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from cloister import __version__
-from cloister.cli import account, content, demo, devnet, ledger, offer, verify
+from cloister.cli import account, content, demo, devnet, engine, keeper, ledger, node, offer, order, verify
 from cloister.cli.common import Options, err_console
 from cloister.errors import CloisterError
 
@@ -25,6 +25,10 @@ app.add_typer(offer.app, name="offer")
 app.add_typer(content.app, name="content")
 app.add_typer(ledger.app, name="ledger")
 app.add_typer(verify.app, name="verify")
+app.add_typer(order.app, name="order")
+app.add_typer(engine.app, name="engine")
+app.add_typer(node.app, name="node")
+app.add_typer(keeper.app, name="keeper")
 app.command(name="demo")(demo.demo)
 
 
@@ -39,21 +43,21 @@ def root(
     ctx: typer.Context,
     home: Annotated[
         Path | None,
-        typer.Option(envvar="CLOISTER_HOME", help="Keystore and devnet folder [default: ~/.cloister]."),
+        typer.Option(envvar="CLOISTER_HOME", help="Keystore and devnet folder (default ~/.cloister)."),
     ] = None,
     account_name: Annotated[
         str | None, typer.Option("--account", "-a", envvar="CLOISTER_ACCOUNT", help="Account to act as.")
     ] = None,
     ledger_url: Annotated[
         str | None,
-        typer.Option("--ledger", envvar="CLOISTER_LEDGER", help="Ledger URL [default: the devnet's]."),
+        typer.Option("--ledger", envvar="CLOISTER_LEDGER", help="Ledger URL (default: the devnet's)."),
     ] = None,
     blob_store: Annotated[
         str | None,
         typer.Option(
             "--blobs",
             envvar="CLOISTER_BLOBS",
-            help="Blob store: a folder or s3://bucket [default: devnet's].",
+            help="Blob store: a folder or s3://bucket (default: the devnet's).",
         ),
     ] = None,
     version: Annotated[

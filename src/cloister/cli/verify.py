@@ -19,8 +19,12 @@ from rich.table import Table
 from cloister.attest.checks import Checklist
 from cloister.attest.der import parse_pem_certificates
 from cloister.attest.registry import platform as load_platform
-from cloister.cli.common import console, print_json
+from cloister.cli.common import client, console, options, print_json
+from cloister.cli.trust import trust
+from cloister.client.devnet import Devnet
+from cloister.client.orders import verify_manifest_file, verify_order_report
 from cloister.errors import AttestationError, CloisterError, ConfigError, StaleEvidence
+from cloister.node.delivery import fetch_delivery
 
 REPORT_DATA_SIZE = 64
 app = typer.Typer(help="Verify attestation evidence and signed records offline.", no_args_is_help=True)
@@ -172,3 +176,64 @@ def evidence(
             console.print(f"[red]rejected[/] ({error.code}): {error.message}")
     if error is not None:
         raise typer.Exit(1)
+
+
+def _report_checklist(checklist: Checklist, error: CloisterError | None, what: str, as_json: bool) -> None:
+    if as_json:
+        print_json(
+            {"ok": error is None, "checks": checklist.to_json(), "error": error.to_json()["error"] if error else None}
+        )
+    else:
+        _print_checks(checklist)
+        console.print(
+            f"[green]{what} verified[/]" if error is None else f"[red]rejected[/] ({error.code}): {error.message}"
+        )
+    if error is not None:
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(help="An order id (its delivery on the devnet) or a signed report file.")],
+    manifest_file: Annotated[Path | None, typer.Option("--manifest", help="Also check this manifest file.")] = None,
+    policy: Annotated[Path | None, typer.Option(help="Appraisal policy TOML (default: the devnet's).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """An order report: vendor root → evidence → loader key → signature → digests match the offers → ledger."""
+    chosen, roots = trust(ctx, policy)
+    checklist = Checklist()
+    error: CloisterError | None = None
+    with client(ctx) as cl:
+        try:
+            if Path(target).is_file():
+                report_bytes = Path(target).read_bytes()
+                manifest_bytes = manifest_file.read_bytes() if manifest_file else None
+            else:
+                delivery = fetch_delivery(cl.store, Devnet(options(ctx).resolved_home).board(), target)
+                report_bytes, manifest_bytes = delivery.report, delivery.manifest
+            verify_order_report(
+                cl.ledger, report_bytes, policy=chosen, roots=roots, manifest_bytes=manifest_bytes, checklist=checklist
+            )
+        except CloisterError as exc:
+            error = exc
+    _report_checklist(checklist, error, "order report", as_json)
+
+
+@app.command()
+def manifest(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="A provenance manifest (DSSE envelope).", exists=True, dir_okay=False)],
+    policy: Annotated[Path | None, typer.Option(help="Appraisal policy TOML (default: the devnet's).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """A provenance manifest: its machine's TCB, the loader's signature, its inputs against the order's offers."""
+    chosen, roots = trust(ctx, policy)
+    checklist = Checklist()
+    error: CloisterError | None = None
+    with client(ctx) as cl:
+        try:
+            verify_manifest_file(cl.ledger, path.read_bytes(), policy=chosen, roots=roots, checklist=checklist)
+        except CloisterError as exc:
+            error = exc
+    _report_checklist(checklist, error, "manifest", as_json)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cloister.attest.der import Certificate, parse_pem_certificates
+from cloister.attest.policy import AppraisalPolicy
 from cloister.attest.sim import SimVendor
 from cloister.client.config import devnet_file, read_devnet_file
 from cloister.crypto.identity import Identity
@@ -26,6 +28,7 @@ from cloister.ledger.embedded import EmbeddedLedger
 from cloister.ledger.genesis import Genesis
 from cloister.ledger.http import HttpLedger
 from cloister.ledger.protocol import Head
+from cloister.node.delivery import DeliveryBoard
 from cloister.storage.local import LocalBlobStore
 
 if TYPE_CHECKING:
@@ -97,6 +100,20 @@ class Devnet:
         if (self.sim_vendor_path / "root.key").exists():
             return SimVendor.load(self.sim_vendor_path)
         return SimVendor.create(self.sim_vendor_path)
+
+    def board(self) -> DeliveryBoard:
+        """Where the devnet's nodes announce their deliveries (sealed results, signed reports)."""
+        return DeliveryBoard(self.dir / "deliveries")
+
+    def trust(self) -> tuple[AppraisalPolicy, dict[str, tuple[Certificate, ...]]]:
+        """The policy and roots a keeper or verifier uses on this devnet: the devnet policy, the devnet's vendor.
+
+        Without a devnet there is no simulated vendor to trust: the production policy, and no sim roots.
+        """
+        if not (self.sim_vendor_path / "root.pem").exists():
+            return AppraisalPolicy.packaged("production"), {}
+        roots = tuple(parse_pem_certificates(SimVendor.load(self.sim_vendor_path).root_pem.encode()))
+        return AppraisalPolicy.packaged("devnet"), {"sim": roots}
 
     def _pid(self) -> int | None:
         try:
