@@ -2,6 +2,7 @@
 pragma solidity 0.8.37;
 
 import "./Accounts.sol";
+import "./Failover.sol";
 import "./Machines.sol";
 import "./Offers.sol";
 import "./Orders.sol";
@@ -117,6 +118,21 @@ contract Cloister {
         Orders.completeOrder(s, nonce, orderId, machineId, usageSeconds, report);
     }
 
+    function recordCheckpoint(
+        uint64 nonce,
+        bytes8 orderId,
+        bytes8 machineId,
+        uint64 step,
+        uint64 usageSeconds,
+        bytes32 digest
+    ) external {
+        Failover.recordCheckpoint(s, nonce, orderId, machineId, step, usageSeconds, digest);
+    }
+
+    function reassignOrder(uint64 nonce, bytes8 orderId, bytes8 machineId) external {
+        Failover.reassignOrder(s, nonce, orderId, machineId);
+    }
+
     function failOrder(uint64 nonce, bytes8 orderId, bytes8 machineId, string calldata reason) external {
         Orders.failOrder(s, nonce, orderId, machineId, reason);
     }
@@ -197,5 +213,10 @@ contract Cloister {
     function getRefusals(bytes8 orderId) external view returns (KeyRefusal[] memory) {
         Base.order(s, orderId);
         return s.refusals[orderId];
+    }
+
+    function getCheckpoints(bytes8 orderId) external view returns (Checkpoint[] memory) {
+        Base.order(s, orderId);
+        return s.checkpoints[orderId];
     }
 }

@@ -181,6 +181,18 @@ struct KeyRefusal {
     string reason;
 }
 
+/// An order's progress on one machine (records.Checkpoint); a zero digest is none. Released once the order
+/// moved off the machine, with the usage share it is paid for.
+struct Checkpoint {
+    bytes8 machineId;
+    bytes8 computeOffer;
+    uint64 step;
+    uint64 usageSeconds;
+    bytes32 digest;
+    bool released;
+    uint64 updatedAt;
+}
+
 // Why a machine was not eligible for an order (cloister.ledger.contracts.assignment).
 enum Refusal {
     Retired,
@@ -240,6 +252,8 @@ struct State {
     mapping(bytes32 => bool) granted;
     mapping(bytes8 => KeyRefusal[]) refusals;
     mapping(bytes32 => bool) refused;
+    mapping(bytes8 => Checkpoint[]) checkpoints;
+    mapping(bytes32 => uint256) checkpointSlot; // keccak(order, machine) => index + 1
 }
 
 // --- limits (cloister.ledger.records) and codes the rejections use (mirrored in reverts.py) ---
@@ -267,6 +281,8 @@ uint8 constant WHEN_STARTING = 1;
 uint8 constant WHEN_COMPLETING = 2;
 uint8 constant WHEN_FAILING = 3;
 uint8 constant WHEN_CANCELLING = 4;
+uint8 constant WHEN_CHECKPOINTING = 5;
+uint8 constant WHEN_REASSIGNING = 6;
 
 // --- rejections: each maps to one cloister.errors class (cloister/ledger/evm/reverts.py) ---
 
@@ -308,6 +324,8 @@ error LeaseTooLong(OfferKind kind, bytes8 offerId, uint64 maxLeaseHours, uint64 
 error NoChallenge(bool used);
 error ChallengeExpired(uint64 age, uint64 ttl);
 error RegistrarSignatureInvalid();
+error CheckpointBehind(bytes8 machineId, uint64 step, uint64 usageSeconds);
+error MachineAlive(bytes8 machineId, uint64 lastHeartbeat, uint64 timeout);
 error NoEligibleMachine(uint256 picked, uint256 needed, Refused[] refusals);
 
 // --- events: each carries seq, its position in the ledger's one event stream ---
@@ -342,3 +360,7 @@ event Refund(uint64 seq, bytes8 indexed orderId, bytes20 indexed to, uint64 amou
 event OrderCompleted(uint64 seq, bytes8 indexed orderId, uint64 usageSeconds, bytes32 reportDigest);
 event OrderFailed(uint64 seq, bytes8 indexed orderId, bytes8 machineId, string reason);
 event OrderCancelled(uint64 seq, bytes8 indexed orderId);
+event OrderCheckpointed(
+    uint64 seq, bytes8 indexed orderId, bytes8 machineId, uint64 step, uint64 usageSeconds, bytes32 digest
+);
+event OrderReassigned(uint64 seq, bytes8 indexed orderId, bytes8 from, bytes8 to);

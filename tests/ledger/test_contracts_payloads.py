@@ -29,6 +29,8 @@ from cloister.ledger.transactions import (
     Heartbeat,
     Payload,
     PostGrant,
+    ReassignOrder,
+    RecordCheckpoint,
     RefuseGrant,
     RegisterAccount,
     RegisterMachine,
@@ -69,6 +71,8 @@ EXAMPLES: list[Payload] = [
     RefuseGrant(ORDER, OFFER, MACHINE, "debug TCB"),
     StartOrder(ORDER, MACHINE),
     CompleteOrder(ORDER, MACHINE, 3600, DIGEST),
+    RecordCheckpoint(ORDER, MACHINE, 3, 1800, DIGEST),
+    ReassignOrder(ORDER, MACHINE),
     FailOrder(ORDER, MACHINE, "engine crashed"),
     CancelOrder(ORDER),
 ]
@@ -132,6 +136,12 @@ def test_size_limits() -> None:
     _bad(refusal, reason="r" * (MAX_REASON + 1))
     _bad(refusal, reason="")
     assert parse_payload(refusal.TYPE, {**refusal.to_payload(), "reason": "é" * MAX_REASON}).reason == "é" * MAX_REASON
+    checkpoint = RecordCheckpoint(ORDER, MACHINE, 1, 0, DIGEST)
+    _bad(checkpoint, step=0)
+    _bad(checkpoint, usage_seconds=-1)
+    _bad(checkpoint, checkpoint_digest=None)
+    _bad(checkpoint, checkpoint_digest="sha256:" + "AB" * 32)
+    _bad(ReassignOrder(ORDER, MACHINE), machine_id=ORDER)
 
 
 def test_order_rules() -> None:

@@ -26,7 +26,7 @@ from cloister.ledger.envelope import SignedTransaction
 from cloister.ledger.genesis import Genesis
 from cloister.ledger.protocol import EventPage, Head, LedgerEvent, TxReceipt
 from cloister.ledger.queries import StateReader
-from cloister.ledger.records import Account, KeyGrant, Machine, Offer, Order, Provider, Refusal
+from cloister.ledger.records import Account, Checkpoint, KeyGrant, Machine, Offer, Order, Provider, Refusal
 
 MAX_PAGE = 1000
 """Most events or blocks one call returns; page with the cursor for more."""
@@ -362,6 +362,9 @@ class EmbeddedLedger:
 
     def refusals(self, order_id: str) -> list[Refusal]:
         return self._read(lambda r: r.refusals(order_id))
+
+    def checkpoints(self, order_id: str) -> list[Checkpoint]:
+        return self._read(lambda r: r.checkpoints(order_id))
 
     # --- lifetime ------------------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from urllib.parse import quote
 from cloister.errors import MalformedInput, RemoteError
 from cloister.ledger.envelope import SignedTransaction
 from cloister.ledger.protocol import EventPage, Head, TxReceipt
-from cloister.ledger.records import Account, KeyGrant, Machine, Offer, Order, Provider, Refusal
+from cloister.ledger.records import Account, Checkpoint, KeyGrant, Machine, Offer, Order, Provider, Refusal
 from cloister.net import DEFAULT_TIMEOUT, HttpClient
 
 T = TypeVar("T")
@@ -107,6 +107,10 @@ class HttpLedger:
 
     def refusals(self, order_id: str) -> list[Refusal]:
         return self._list(Refusal.from_json, f"/v1/orders/{quote(order_id, safe='')}/refusals", "refusals", {})
+
+    def checkpoints(self, order_id: str) -> list[Checkpoint]:
+        path = f"/v1/orders/{quote(order_id, safe='')}/checkpoints"
+        return self._list(Checkpoint.from_json, path, "checkpoints", {})
 
     def close(self) -> None:
         self._http.close()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cloister.ledger.envelope import SignedTransaction
-from cloister.ledger.records import Account, KeyGrant, Machine, Offer, Order, Provider, Refusal
+from cloister.ledger.records import Account, Checkpoint, KeyGrant, Machine, Offer, Order, Provider, Refusal
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,7 @@ class LedgerReader(Protocol):
     ) -> list[Order]: ...
     def grants(self, order_id: str) -> list[KeyGrant]: ...
     def refusals(self, order_id: str) -> list[Refusal]: ...
+    def checkpoints(self, order_id: str) -> list[Checkpoint]: ...
 
 
 class Ledger(LedgerReader, Protocol):

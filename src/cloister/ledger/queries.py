@@ -14,6 +14,7 @@ from cloister.ledger.records import (
     OFFER_KINDS,
     ORDER_STATES,
     Account,
+    Checkpoint,
     JsonRecord,
     KeyGrant,
     Machine,
@@ -22,6 +23,8 @@ from cloister.ledger.records import (
     Provider,
     Refusal,
     account_key,
+    checkpoint_key,
+    checkpoint_prefix,
     grant_prefix,
     machine_key,
     offer_key,
@@ -112,14 +115,27 @@ class StateReader:
         )
 
     def grants(self, order_id: str) -> list[KeyGrant]:
-        """Every key grant posted for an existing order."""
-        self.order(order_id)
-        return self._scan(grant_prefix(order_id), KeyGrant, lambda _: True)
+        """The key grants of an existing order to the machines it is assigned to now.
+
+        Grants to a machine the order was reassigned away from are void (sealed to a dead machine's key); they
+        stay in the state but are not listed, as the EVM contract deletes them.
+        """
+        machines = self.order(order_id).machines
+        return self._scan(grant_prefix(order_id), KeyGrant, lambda g: g.machine_id in machines)
 
     def refusals(self, order_id: str) -> list[Refusal]:
         """Every key refusal recorded for an existing order."""
         self.order(order_id)
         return self._scan(refusal_prefix(order_id), Refusal, lambda _: True)
+
+    def checkpoints(self, order_id: str) -> list[Checkpoint]:
+        """The progress recorded for an existing order, one record per machine it ran or was assigned to."""
+        self.order(order_id)
+        return self._scan(checkpoint_prefix(order_id), Checkpoint, lambda _: True)
+
+    def checkpoint(self, order_id: str, machine_id: str) -> Checkpoint | None:
+        value = self.store.get(checkpoint_key(order_id, machine_id))
+        return None if value is None else Checkpoint.from_json(value)
 
 
 def _check_filter(name: str, value: str | None, allowed: tuple[str, ...]) -> None:

@@ -134,6 +134,14 @@ def refusal_key(order_id: str, offer_id: str, machine_id: str) -> str:
     return f"{refusal_prefix(order_id)}{offer_id}/{machine_id}"
 
 
+def checkpoint_prefix(order_id: str) -> str:
+    return f"checkpoint/{order_id}/"
+
+
+def checkpoint_key(order_id: str, machine_id: str) -> str:
+    return f"{checkpoint_prefix(order_id)}{machine_id}"
+
+
 # --- the strict field reader --------------------------------------------------------------------------------
 
 T = TypeVar("T")
@@ -672,4 +680,40 @@ class Refusal(JsonRecord):
             f.address("owner"),
             f.text("reason", MAX_REASON),
             f.integer("created_at"),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint(JsonRecord):
+    """An order's progress on one machine, so a fail-over resumes from it and pays that machine's provider.
+
+    ``usage_seconds`` is what the provider metered on this machine; once the order is reassigned away from it
+    the record is ``released`` and its usage is the share settled (capped by what was left of the lease). The
+    released machines are the ones already tried for the order.
+    """
+
+    order_id: str
+    machine_id: str
+    compute_offer: str
+    step: int
+    usage_seconds: int
+    checkpoint_digest: str | None
+    released: bool
+    updated_at: int
+
+    @property
+    def key(self) -> str:
+        return checkpoint_key(self.order_id, self.machine_id)
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(
+            f.record_id("order_id", ORDER_ID_PREFIX),
+            f.record_id("machine_id", MACHINE_ID_PREFIX),
+            f.record_id("compute_offer", OFFER_ID_PREFIX),
+            f.integer("step"),
+            f.integer("usage_seconds"),
+            f.optional(f.digest, "checkpoint_digest"),
+            f.flag("released"),
+            f.integer("updated_at"),
         )

@@ -205,6 +205,11 @@ class _Api:
         found = await run_in_threadpool(self.ledger.refusals, request.path_params["order_id"])
         return {"refusals": [r.to_json() for r in found]}
 
+    async def checkpoints(self, request: Request) -> Any:
+        _Query(request)
+        found = await run_in_threadpool(self.ledger.checkpoints, request.path_params["order_id"])
+        return {"checkpoints": [c.to_json() for c in found]}
+
     async def events(self, request: Request) -> Any:
         query = _Query(request, "after", "limit")
         after, limit = query.integer("after", 0), query.integer("limit", 100)
@@ -236,6 +241,7 @@ def create_app(
         Route("/v1/orders/{order_id}", _json_endpoint(api.order), methods=get),
         Route("/v1/orders/{order_id}/grants", _json_endpoint(api.grants), methods=get),
         Route("/v1/orders/{order_id}/refusals", _json_endpoint(api.refusals), methods=get),
+        Route("/v1/orders/{order_id}/checkpoints", _json_endpoint(api.checkpoints), methods=get),
         Route("/v1/events", _json_endpoint(api.events), methods=get),
         Route("/v1/blocks", _json_endpoint(api.blocks), methods=get),
     ]

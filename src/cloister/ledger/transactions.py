@@ -329,6 +329,41 @@ class CompleteOrder(Payload):
 
 
 @dataclasses.dataclass(frozen=True)
+class RecordCheckpoint(Payload):
+    """The provider of the running machine records progress: a sealed checkpoint and the usage metered so far."""
+
+    TYPE: ClassVar[str] = "order.checkpoint"
+    order_id: str
+    machine_id: str
+    step: int
+    usage_seconds: int
+    checkpoint_digest: str
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(
+            f.record_id("order_id", ORDER_ID_PREFIX),
+            f.record_id("machine_id", MACHINE_ID_PREFIX),
+            f.integer("step", 1),
+            f.integer("usage_seconds"),
+            f.digest("checkpoint_digest"),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ReassignOrder(Payload):
+    """Anyone moves an open order off an assigned machine that has stopped sending heartbeats."""
+
+    TYPE: ClassVar[str] = "order.reassign"
+    order_id: str
+    machine_id: str
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(f.record_id("order_id", ORDER_ID_PREFIX), f.record_id("machine_id", MACHINE_ID_PREFIX))
+
+
+@dataclasses.dataclass(frozen=True)
 class FailOrder(Payload):
     TYPE: ClassVar[str] = "order.fail"
     order_id: str
@@ -364,6 +399,8 @@ PAYLOAD_TYPES: Final[dict[str, type[Payload]]] = {
         RefuseGrant,
         StartOrder,
         CompleteOrder,
+        RecordCheckpoint,
+        ReassignOrder,
         FailOrder,
         CancelOrder,
     )

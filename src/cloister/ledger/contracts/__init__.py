@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from cloister.errors import NonceMismatch, RecordNotFound, WrongChain
-from cloister.ledger.contracts import accounts, machines, offers, orders
+from cloister.ledger.contracts import accounts, failover, machines, offers, orders
 from cloister.ledger.contracts.call import BlockContext, Call, Handler, Outcome
 from cloister.ledger.envelope import SignedTransaction
 from cloister.ledger.genesis import Genesis
@@ -25,6 +25,7 @@ HANDLERS: dict[type[Payload], Handler] = {
     **machines.HANDLERS,
     **offers.HANDLERS,
     **orders.HANDLERS,
+    **failover.HANDLERS,
 }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from cloister.errors import NoEligibleMachine, RestrictionViolated
@@ -56,10 +56,13 @@ def _placement_refusal(offer: Offer, machine: Machine) -> str | None:
 class _Eligibility:
     """Sorts every registered machine into eligible candidates and counted reasons for refusal."""
 
-    def __init__(self, call: Call, content: Sequence[Offer], computes: Sequence[Offer]) -> None:
+    def __init__(
+        self, call: Call, content: Sequence[Offer], computes: Sequence[Offer], tried: Collection[str] = ()
+    ) -> None:
         self.call = call
         self.content = content
         self.computes = computes
+        self.tried = tried
         self.busy = {m for o in call.read.orders() if o.state in OPEN_ORDER_STATES for m in o.machines}
         self.refusals: Counter[str] = Counter()
 
@@ -78,6 +81,8 @@ class _Eligibility:
         params = self.call.params
         if not machine.active:
             return "retired"
+        if machine.machine_id in self.tried:
+            return "already tried for this order"
         if self.call.now - machine.last_heartbeat > params.heartbeat_timeout:
             return f"no heartbeat for over {params.heartbeat_timeout}s"
         if machine.machine_id in self.busy:
@@ -115,6 +120,18 @@ def draw(randomness: bytes, order_id: str, candidates: Sequence[Candidate], coun
     return picked
 
 
+def _accepting(call: Call, engine_digest: str, lease_hours: int) -> list[Offer]:
+    """Every active compute offer whose terms accept the engine and the lease."""
+    computes = []
+    for offer in call.read.offers(kind=COMPUTE):
+        try:
+            check_terms(offer, engine_digest, lease_hours)
+        except RestrictionViolated:
+            continue
+        computes.append(offer)
+    return computes
+
+
 def assign(
     call: Call,
     order_id: str,
@@ -130,16 +147,7 @@ def assign(
     ``content`` and a named ``compute`` offer have passed :func:`check_terms`; without a named one, every
     active compute offer whose terms accept the order is considered.
     """
-    if compute is not None:
-        computes = [compute]
-    else:
-        computes = []
-        for offer in call.read.offers(kind=COMPUTE):
-            try:
-                check_terms(offer, engine_digest, lease_hours)
-            except RestrictionViolated:
-                continue
-            computes.append(offer)
+    computes = [compute] if compute is not None else _accepting(call, engine_digest, lease_hours)
     eligibility = _Eligibility(call, content, computes)
     picked = draw(call.ctx.randomness, order_id, eligibility.candidates(), replicas)
     if len(picked) < replicas:
@@ -151,3 +159,18 @@ def assign(
             refusals=dict(eligibility.refusals),
         )
     return picked
+
+
+def reassign(
+    call: Call, order_id: str, content: Sequence[Offer], current: Offer, tried: Collection[str], lease_hours: int
+) -> Candidate | None:
+    """The machine that takes an order over, or ``None``: the draw of :func:`assign` over machines not yet
+    tried, under compute offers priced like ``current`` at no more, so the escrow still covers the order."""
+    engine_digest = content[-1].content_digest or ""
+    computes = [
+        offer
+        for offer in _accepting(call, engine_digest, lease_hours)
+        if offer.pricing.model == current.pricing.model and offer.pricing.amount <= current.pricing.amount
+    ]
+    picked = draw(call.ctx.randomness, order_id, _Eligibility(call, content, computes, tried).candidates(), 1)
+    return picked[0] if picked else None

@@ -8,6 +8,7 @@ from cloister.errors import InsufficientFunds, InvalidState, InvalidTransaction,
 from cloister.ledger.contracts.assignment import assign, check_terms
 from cloister.ledger.contracts.call import Call, Handler
 from cloister.ledger.contracts.machines import provided_machine
+from cloister.ledger.contracts.settlement import settle
 from cloister.ledger.records import (
     CANCELLED,
     COMPLETED,
@@ -109,14 +110,14 @@ def create_order(call: Call, p: CreateOrder) -> None:
     call.emit("order.assigned", order_id=order_id, machines=list(machines), compute_offer=chosen.offer_id)
 
 
-def _require_state(order: Order, allowed: tuple[OrderState, ...], action: str) -> None:
+def require_state(order: Order, allowed: tuple[OrderState, ...], action: str) -> None:
     if order.state not in allowed:
         raise InvalidState(
             f"order {order.order_id} is {order.state}; it can only be {action} when {' or '.join(allowed)}"
         )
 
 
-def _assignee(call: Call, order: Order, machine_id: str) -> Machine:
+def assignee(call: Call, order: Order, machine_id: str) -> Machine:
     """The assigned machine the sender provides: only it may report on the order."""
     if machine_id not in order.machines:
         raise NotAuthorized(f"machine {machine_id} is not assigned to order {order.order_id}")
@@ -133,7 +134,7 @@ def _grant_target(call: Call, order: Order, offer_id: str, machine_id: str) -> N
         raise NotAuthorized(f"offer {offer_id} belongs to {offer.owner}; only its owner can grant or refuse its key")
     if machine_id not in order.machines:
         raise NotAuthorized(f"machine {machine_id} is not assigned to order {order.order_id}; name an assignee")
-    _require_state(order, (PENDING_GRANTS,), "granted or refused keys")
+    require_state(order, (PENDING_GRANTS,), "granted or refused keys")
 
 
 def post_grant(call: Call, p: PostGrant) -> None:
@@ -166,69 +167,50 @@ def refuse_grant(call: Call, p: RefuseGrant) -> None:
 
 def start_order(call: Call, p: StartOrder) -> None:
     order = call.read.order(p.order_id)
-    _assignee(call, order, p.machine_id)
-    _require_state(order, (READY,), "started")
+    assignee(call, order, p.machine_id)
+    require_state(order, (READY,), "started")
     call.put(dataclasses.replace(order, state=RUNNING, started_at=call.now))
     call.emit("order.started", order_id=p.order_id, machine_id=p.machine_id)
 
 
-def _pay(call: Call, order: Order, to: str, amount: int, reason: str) -> None:
-    if amount:
-        call.credit(to, amount)
-        call.emit("payment", order_id=order.order_id, to=to, amount=amount, reason=reason)
-
-
-def _refund(call: Call, order: Order, amount: int) -> None:
-    if amount:
-        call.credit(order.owner, amount)
-        call.emit("refund", order_id=order.order_id, to=order.owner, amount=amount)
-
-
 def complete_order(call: Call, p: CompleteOrder) -> None:
-    """Settle: each offer is paid by its pricing for the metered time, the order owner gets the rest back."""
+    """Settle: ``usage_seconds`` is the time on this (the final) machine, capped by what is left of the lease."""
     order = call.read.order(p.order_id)
-    _assignee(call, order, p.machine_id)
-    _require_state(order, (RUNNING,), "completed")
-    usage = min(p.usage_seconds, order.lease_hours * 3600)
-    offers = [call.read.offer(offer_id) for offer_id in order.content_offers]
-    if order.compute_offer is not None:
-        offers.append(call.read.offer(order.compute_offer))
-    paid = 0
-    for offer in offers:
-        amount = offer.pricing.charge(usage, order.replicas)
-        _pay(call, order, offer.owner, amount, f"{offer.kind} offer {offer.offer_id}")
-        paid += amount
-    _refund(call, order, order.escrow - paid)
+    assignee(call, order, p.machine_id)
+    require_state(order, (RUNNING,), "completed")
+    usage = min(p.usage_seconds, order.lease_hours * 3600 - order.usage_seconds)
+    settle(call, order, usage, completed=True)
+    total = order.usage_seconds + usage
     call.put(
         dataclasses.replace(
             order,
             state=COMPLETED,
             escrow=0,
             ended_at=call.now,
-            usage_seconds=usage,
+            usage_seconds=total,
             report_digest=p.report_digest,
         )
     )
-    call.emit("order.completed", order_id=p.order_id, usage_seconds=usage, report_digest=p.report_digest)
+    call.emit("order.completed", order_id=p.order_id, usage_seconds=total, report_digest=p.report_digest)
 
 
 def fail_order(call: Call, p: FailOrder) -> None:
-    """A provider gives up on an order: nothing is paid, the whole escrow goes back."""
+    """A provider gives up on an order: only machines it left are paid for (per hour), the rest goes back."""
     order = call.read.order(p.order_id)
-    _assignee(call, order, p.machine_id)
-    _require_state(order, OPEN_ORDER_STATES, "failed")
-    _refund(call, order, order.escrow)
+    assignee(call, order, p.machine_id)
+    require_state(order, OPEN_ORDER_STATES, "failed")
+    settle(call, order, 0, completed=False)
     call.put(dataclasses.replace(order, state=FAILED, escrow=0, ended_at=call.now, failure_reason=p.reason))
     call.emit("order.failed", order_id=p.order_id, machine_id=p.machine_id, reason=p.reason)
 
 
 def cancel_order(call: Call, p: CancelOrder) -> None:
-    """The owner withdraws an order that has not started: the whole escrow goes back."""
+    """The owner withdraws an order that is not running: only machines it left are paid for, the rest goes back."""
     order = call.read.order(p.order_id)
     if order.owner != call.sender:
         raise NotAuthorized(f"order {p.order_id} belongs to {order.owner}; only its owner can cancel it")
-    _require_state(order, (PENDING_GRANTS, READY), "cancelled")
-    _refund(call, order, order.escrow)
+    require_state(order, (PENDING_GRANTS, READY), "cancelled")
+    settle(call, order, 0, completed=False)
     call.put(dataclasses.replace(order, state=CANCELLED, escrow=0, ended_at=call.now))
     call.emit("order.cancelled", order_id=p.order_id)
 

@@ -26,6 +26,7 @@ from cloister.ledger.records import (
     VERDICTS,
     Account,
     Challenge,
+    Checkpoint,
     KeyGrant,
     Machine,
     Offer,
@@ -47,6 +48,8 @@ from cloister.ledger.transactions import (
     Heartbeat,
     Payload,
     PostGrant,
+    ReassignOrder,
+    RecordCheckpoint,
     RefuseGrant,
     RegisterProvider,
     RetireMachine,
@@ -177,6 +180,17 @@ _CALLS: dict[type[Payload], Callable[[Any], Call]] = {
         "completeOrder",
         (id_bytes(p.order_id), id_bytes(p.machine_id), p.usage_seconds, parse_digest(p.report_digest)),
     ),
+    RecordCheckpoint: lambda p: Call(
+        "recordCheckpoint",
+        (
+            id_bytes(p.order_id),
+            id_bytes(p.machine_id),
+            p.step,
+            p.usage_seconds,
+            parse_digest(p.checkpoint_digest),
+        ),
+    ),
+    ReassignOrder: lambda p: Call("reassignOrder", (id_bytes(p.order_id), id_bytes(p.machine_id))),
     FailOrder: lambda p: Call("failOrder", (id_bytes(p.order_id), id_bytes(p.machine_id), p.reason)),
     CancelOrder: lambda p: Call("cancelOrder", (id_bytes(p.order_id),)),
 }
@@ -332,6 +346,22 @@ def refusal_record(order_id: str, value: tuple[Any, ...]) -> Refusal:
             "owner": address_text(owner),
             "reason": reason,
             "created_at": created,
+        }
+    )
+
+
+def checkpoint_record(order_id: str, value: tuple[Any, ...]) -> Checkpoint:
+    machine_id, compute, step, usage, digest, released, updated = value
+    return Checkpoint.from_json(
+        {
+            "order_id": order_id,
+            "machine_id": id_text(MACHINE_ID_PREFIX, machine_id),
+            "compute_offer": id_text(OFFER_ID_PREFIX, compute),
+            "step": step,
+            "usage_seconds": usage,
+            "checkpoint_digest": None if digest == bytes(32) else digest_text(digest),
+            "released": released,
+            "updated_at": updated,
         }
     )
 

@@ -141,6 +141,20 @@ EVENTS: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
         lambda o, m, reason: {"order_id": _order(o), "machine_id": _machine(m), "reason": reason},
     ),
     "OrderCancelled": ("order.cancelled", lambda o: {"order_id": _order(o)}),
+    "OrderCheckpointed": (
+        "order.checkpointed",
+        lambda o, m, step, usage, digest: {
+            "order_id": _order(o),
+            "machine_id": _machine(m),
+            "step": step,
+            "usage_seconds": usage,
+            "checkpoint_digest": digest_text(digest),
+        },
+    ),
+    "OrderReassigned": (
+        "order.reassigned",
+        lambda o, dead, new: {"order_id": _order(o), "from": _machine(dead), "to": _machine(new)},
+    ),
 }
 
 

@@ -42,6 +42,7 @@ from cloister.ledger.records import (
     MACHINE_ID_PREFIX,
     Account,
     Challenge,
+    Checkpoint,
     KeyGrant,
     Machine,
     Offer,
@@ -280,6 +281,9 @@ class EvmLedger:
 
     def refusals(self, order_id: str) -> list[Refusal]:
         return self._reader.refusals(order_id)
+
+    def checkpoints(self, order_id: str) -> list[Checkpoint]:
+        return self._reader.checkpoints(order_id)
 
     # --- lifetime ------------------------------------------------------------------------------------------
 

@@ -121,6 +121,8 @@ _ACTIONS: dict[int, tuple[str, tuple[str, ...]]] = {
     2: ("completed", (RUNNING,)),
     3: ("failed", OPEN_ORDER_STATES),
     4: ("cancelled", (PENDING_GRANTS, READY)),
+    5: ("checkpointed", (RUNNING,)),
+    6: ("reassigned", OPEN_ORDER_STATES),
 }
 _TO_RETIRE, _TO_GRANT = 0, 1
 
@@ -263,6 +265,14 @@ _BUILDERS: dict[str, Callable[..., CloisterError]] = {
         f"offer {_offer(offer)} is not part of order {_order(order)}; grant or refuse only its offers"
     ),
     "MachineNotAssigned": _not_assigned,
+    "CheckpointBehind": lambda ctx, machine, step, usage: InvalidState(
+        f"machine {_machine(machine)} already recorded step {step} after {usage}s of usage; "
+        "a checkpoint must have a later step and no less usage"
+    ),
+    "MachineAlive": lambda ctx, machine, last, timeout: InvalidState(
+        f"machine {_machine(machine)} sent a heartbeat at {last}; it can be reassigned only after {last + timeout} "
+        "without another"
+    ),
     "MachineRetired": lambda ctx, raw: InvalidState(
         f"machine {_machine(raw)} is retired; register the machine again to use it"
     ),

@@ -13,7 +13,7 @@ from typing import Any
 from cloister.errors import RecordNotFound
 from cloister.ledger.contracts.call import Stored
 from cloister.ledger.evm import codec
-from cloister.ledger.records import grant_prefix, refusal_prefix
+from cloister.ledger.records import checkpoint_prefix, grant_prefix, refusal_prefix
 
 View = Callable[[str, tuple[Any, ...]], tuple[Any, ...]]
 BindingCheck = Callable[[str, bytes, bytes], None]
@@ -75,6 +75,12 @@ class ChainState:
                 return
             (values,) = self._view("getRefusals", (codec.id_bytes(order_id),))
             records = [codec.refusal_record(order_id, v) for v in values]
+        elif prefix.startswith("checkpoint/"):
+            order_id = prefix.split("/")[1]
+            if prefix != checkpoint_prefix(order_id):
+                return
+            (values,) = self._view("getCheckpoints", (codec.id_bytes(order_id),))
+            records = [codec.checkpoint_record(order_id, v) for v in values]
         else:
             return
         yield from sorted(((r.key, r.to_json()) for r in records), key=lambda item: item[0])
