@@ -1,35 +1,115 @@
-"""`cloister demo`: the main story on one machine, in a throw-away home, narrated step by step."""
+"""`cloister demo`: the fine-tuning story on one machine, in a throw-away home, narrated step by step.
+
+A model owner leases SmolLM2-135M per hour; two data owners each publish private data that only the LoRA engine
+may read; three providers register simulated-TEE machines; a developer orders fine-tuning; every owner's keeper
+appraises the assigned machine and grants; the machine's trusted loader trains; the developer gets the adapter
+with a verified report and manifest, and everyone is paid from escrow.
+"""
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.rule import Rule
+from rich.table import Table
 
 from cloister.cli.common import console, progress_bars
 from cloister.cli.devnet import LedgerKind
 from cloister.cli.offer import offers_table
 from cloister.client.assets import demo_dataset_path, smollm2_path
 from cloister.client.devnet import Devnet
+from cloister.client.keeper import Keeper
+from cloister.client.orders import create_order, fetch_result
 from cloister.client.sdk import Client
+from cloister.engines.bundle import builtin_engine, pack
+from cloister.engines.recipes import demo_finetune_params
 from cloister.errors import NotAuthorized
 from cloister.ledger.amounts import format_amount, parse_amount
 from cloister.ledger.records import Pricing, Restrictions
 from cloister.ledger.verify import verify_ledger
+from cloister.node.controller import ProviderNode
+from cloister.node.keys import load_or_create_loader_identity
+from cloister.node.platform import SimPlatform
 
 ROLES = {
     "alice": "model owner",
-    "bob": "data owner",
+    "clinic": "data owner",
+    "lab": "data owner",
+    "eve": "engine author",
     "carol": "AI developer",
+    "node-1": "provider",
+    "node-2": "provider",
+    "node-3": "provider",
 }
+TEE_PLATFORMS = ("sim", "snp", "tdx")
 
 
-def _step(title: str) -> None:
-    console.print(Rule(f"[bold]{title}"))
+class Phases:
+    """Wall time of each phase, printed at the end."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, title: str) -> Iterator[None]:
+        console.print(Rule(f"[bold]{title}"))
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[title] = time.perf_counter() - start
+
+    def table(self) -> Table:
+        table = Table("phase", "seconds")
+        for title, seconds in self.seconds.items():
+            table.add_row(title, f"{seconds:.1f}")
+        table.add_row("[bold]total", f"[bold]{sum(self.seconds.values()):.1f}")
+        return table
+
+
+def _split_dataset(root: Path) -> tuple[Path, Path]:
+    """The shipped support log, split between the two data owners: each holds half of the facts."""
+    lines = demo_dataset_path().read_text().splitlines()
+    halves = (root / "clinic-notes.jsonl", root / "lab-notes.jsonl")
+    halves[0].write_text("\n".join(lines[0::2]) + "\n")
+    halves[1].write_text("\n".join(lines[1::2]) + "\n")
+    return halves
+
+
+def _order_params() -> dict[str, Any]:
+    """The tested recipe; floats travel as decimal strings because canonical JSON has none."""
+    return {k: (repr(v) if isinstance(v, float) else v) for k, v in demo_finetune_params().items()}
+
+
+def _show_answers(metrics: dict[str, Any]) -> None:
+    evaluation = metrics.get("evaluation", {})
+    rows = evaluation.get("questions", [])
+    # Prefer a question the tuned model gets right and the base model does not; else the biggest gain in recall.
+    best = max(
+        rows,
+        key=lambda r: (
+            float(r["tuned"]["contains"]) - float(r["base"]["contains"]),
+            float(r["tuned"]["recall"]) - float(r["base"]["recall"]),
+        ),
+        default=None,
+    )
+    if best is not None:
+        console.print(f"held-out question: [bold]{best['question']}[/] (expected: {best['expected']})")
+        console.print(f"  base model : [red]{best['base']['answer']!r}[/]")
+        console.print(f"  fine-tuned : [green]{best['tuned']['answer']!r}[/]")
+    base, tuned = evaluation.get("base", {}), evaluation.get("tuned", {})
+    console.print(
+        f"over {len(rows)} held-out questions, word recall {base.get('recall')} → {tuned.get('recall')}, "
+        f"token F1 {base.get('f1')} → {tuned.get('f1')}"
+    )
 
 
 def demo(
@@ -39,75 +119,124 @@ def demo(
     keep: Annotated[bool, typer.Option(help="Keep the devnet running and its folder afterwards.")] = False,
     ledger: Annotated[LedgerKind, typer.Option(help="The devnet's ledger.")] = LedgerKind.embedded,
 ) -> None:
-    """Run the story end to end: devnet, accounts, encrypted model and dataset offers, the market, an audit."""
+    """Run the fine-tuning story end to end on the real SmolLM2-135M, and print what each party can verify."""
     model = smollm2_path()
     owned = home is None
     root = Path(tempfile.mkdtemp(prefix="cloister-demo-")) if home is None else home
     devnet = Devnet(root)
+    phase = Phases()
     try:
-        _step(f"1. Start a devnet: {ledger.value} ledger + local blob store")
-        info = devnet.up(ledger=ledger.value)
-        console.print(f"ledger {info['ledger_url']} (chain {info['chain_id']}), blobs in {info['blob_store']}")
+        with phase("1. devnet: ledger, blob store, simulated TEE vendor"):
+            info = devnet.up(ledger=ledger.value)
+            console.print(f"{info['ledger']} ledger {info['ledger_url']} (chain {info['chain_id']})")
 
-        _step("2. Create and fund accounts")
-        clients: dict[str, Client] = {}
-        for name, role in ROLES.items():
-            cl = Client(home=root, account=name)
-            cl.create_account(name)
-            cl.fund(parse_amount(1000))
-            clients[name] = cl
-            console.print(f"{name:<6} {role:<13} {cl.address}  balance {format_amount(cl.account().balance)}")
-        alice, bob = clients["alice"], clients["bob"]
+        with phase("2. accounts"):
+            clients: dict[str, Client] = {}
+            for name, role in ROLES.items():
+                cl = Client(home=root, account=name)
+                cl.create_account(name)
+                cl.fund(parse_amount(1000))
+                clients[name] = cl
+                console.print(f"{name:<7} {role:<14} {cl.address}")
+            alice, eve, carol = clients["alice"], clients["eve"], clients["carol"]
 
-        _step("3. The model owner publishes SmolLM2-135M (encrypted; the key stays with her)")
-        with progress_bars() as progress:
-            alice.progress = progress
-            model_offer = alice.publish(
-                "model",
-                model,
-                name="SmolLM2-135M-Instruct",
-                description="Q4_1 GGUF, 135M parameters",
-                pricing=Pricing("per_hour", parse_amount(2), 0),
-                restrictions=Restrictions(("sim", "snp", "tdx"), (), (), 24),
+        with phase("3. offers: the model per hour, private data only for the LoRA engine"):
+            engine_bundle = root / "lora_finetune.bundle"
+            engine_bundle.write_bytes(pack(builtin_engine("lora_finetune")))
+            engine = eve.publish(
+                "engine", engine_bundle, pricing=Pricing("fixed", parse_amount(1), 0), restrictions=Restrictions()
             )
-        console.print(f"offer {model_offer.offer_id}: {model_offer.content_digest}")
+            console.print(f"engine lora_finetune: {engine.content_digest}")
+            assert engine.content_digest is not None
+            only_lora = Restrictions(TEE_PLATFORMS, (), (engine.content_digest,), None)
+            with progress_bars() as progress:
+                alice.progress = progress
+                model_offer = alice.publish(
+                    "model",
+                    model,
+                    name=model.name,  # the loader keeps the .gguf suffix for the engine
+                    pricing=Pricing("per_hour", parse_amount(2), 0),
+                    restrictions=Restrictions(TEE_PLATFORMS, (), (), 24),
+                )
+            datasets = []
+            for owner, path in zip(("clinic", "lab"), _split_dataset(root), strict=True):
+                datasets.append(
+                    clients[owner].publish(
+                        "dataset", path, pricing=Pricing("fixed", parse_amount(5), 0), restrictions=only_lora
+                    )
+                )
 
-        _step("4. The data owner publishes a chat dataset")
-        with progress_bars() as progress:
-            bob.progress = progress
-            data_offer = bob.publish(
-                "dataset",
-                demo_dataset_path(),
-                name="cloister-support-chat",
-                description="24 support conversations, chat JSONL",
-                pricing=Pricing("fixed", parse_amount(5), 0),
-                restrictions=Restrictions(("sim", "snp", "tdx"), (), (), None),
+        with phase("4. providers register attested machines"):
+            policy, roots = devnet.trust()
+            nodes: dict[str, ProviderNode] = {}
+            for name in ("node-1", "node-2", "node-3"):
+                folder = root / "nodes" / name
+                node = ProviderNode(
+                    ledger=clients[name].ledger,
+                    store=clients[name].store,
+                    operator=clients[name].identity,
+                    loader=load_or_create_loader_identity(folder),
+                    platform=SimPlatform(devnet.sim_vendor(), f"{name}-chip"),
+                    folder=folder,
+                    board=devnet.board(),
+                    price_per_hour=parse_amount(1),
+                    threads=2,
+                )
+                registration = node.register()
+                nodes[registration.machine_id] = node
+                console.print(f"{name}: machine {registration.machine_id} (TCB {registration.tcb_id[:23]}…)")
+            console.print(offers_table(carol.ledger.offers()))
+            before = {name: cl.account().balance for name, cl in clients.items()}
+
+        with phase("5. the developer orders fine-tuning"):
+            order = create_order(
+                carol,
+                model=model_offer.offer_id,
+                datasets=[d.offer_id for d in datasets],
+                engine=engine.offer_id,
+                params=_order_params(),
+                lease_hours=1,
+                deposit=parse_amount(50),
             )
-        console.print(f"offer {data_offer.offer_id}: {data_offer.content_digest}")
+            console.print(f"order {order.order_id}: {order.state}, assigned to {', '.join(order.machines)}")
 
-        _step("5. The market, as every participant sees it on the ledger")
-        console.print(offers_table(clients["carol"].ledger.offers()))
+        with phase("6. every owner's keeper appraises the machine and grants"):
+            for owner in ("alice", "clinic", "lab", "eve"):
+                for decision in Keeper(clients[owner], policy, roots).run_once():
+                    verdict = "granted" if decision.granted else f"refused: {decision.reason}"
+                    console.print(f"{owner:<7} offer {decision.offer_id} → machine {decision.machine_id}: {verdict}")
+            console.print(f"order {order.order_id}: {carol.ledger.order(order.order_id).state}")
 
-        _step("6. Only the owner can get the plaintext back")
-        assert model_offer.content_digest is not None
-        out = root / "model-roundtrip.gguf"
-        with progress_bars() as progress:
-            alice.progress = progress
-            alice.download(model_offer.content_digest, out)
-        console.print(f"alice downloaded and verified {out.stat().st_size} bytes against {model_offer.content_digest}")
-        out.unlink()
-        try:
-            bob.download(model_offer.content_digest, root / "stolen.gguf")
-        except NotAuthorized as refused:
-            console.print(f"bob is refused: [yellow]{refused.message}[/]")
+        with phase("7. the trusted loader decrypts, trains and seals the result"):
+            (machine,) = order.machines
+            nodes[machine].run_ready()
+            done = carol.ledger.order(order.order_id)
+            console.print(f"order {done.order_id}: {done.state}, {done.usage_seconds} s metered")
 
-        _step("7. Anyone can audit the ledger")
-        if ledger is LedgerKind.embedded:
-            report = verify_ledger(devnet.db_path)
-            console.print(f"replayed {report.height} blocks from genesis: head {report.head_hash}")
-        else:
-            head = clients["carol"].ledger.head()
-            console.print(f"the contract's history is public on the chain: height {head.height}, head {head.hash}")
+        with phase("8. the developer verifies and opens the result"):
+            out = root / "result"
+            result = fetch_result(carol, order.order_id, out, board=devnet.board(), policy=policy, roots=roots)
+            for item in result.verified.checklist.items:
+                console.print(("[green]✓[/] " if item.passed else "[red]✗[/] ") + f"{item.name} {item.detail}")
+            _show_answers(json.loads((out / "metrics.json").read_text()))
+            provider = next(cl for cl in clients.values() if cl.address == nodes[machine].operator.address)
+            try:
+                fetch_result(provider, order.order_id, root / "x", board=devnet.board(), policy=policy, roots=roots)
+            except NotAuthorized as refused:
+                console.print(f"the provider is refused the adapter: [yellow]{refused.message}[/]")
+
+        with phase("9. payments from escrow"):
+            table = Table("account", "role", "before", "after", "change")
+            for name, cl in clients.items():
+                after = cl.account().balance
+                change = after - before[name]
+                table.add_row(
+                    name, ROLES[name], format_amount(before[name]), format_amount(after), format_amount(change)
+                )
+            console.print(table)
+            if ledger is LedgerKind.embedded:
+                audit = verify_ledger(devnet.db_path)
+                console.print(f"ledger replayed from genesis: {audit.height} blocks, head {audit.head_hash}")
         for cl in clients.values():
             cl.close()
     finally:
@@ -115,6 +244,7 @@ def demo(
             devnet.down()
             if owned:
                 shutil.rmtree(root, ignore_errors=True)
-    _step("done")
+    console.print(Rule("[bold]wall time"))
+    console.print(phase.table())
     if keep:
         console.print(f"the devnet keeps running in {root}; stop it with `cloister --home {root} devnet down`")
