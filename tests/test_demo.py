@@ -13,6 +13,7 @@ from cloister.client.assets import smollm2_path
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_demo_fine_tunes_the_real_model_and_everyone_can_verify(tmp_path: Path) -> None:
     model = smollm2_path()
     assert model.stat().st_size > 50_000_000, "the real GGUF, not a stand-in"

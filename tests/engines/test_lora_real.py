@@ -15,6 +15,7 @@ from cloister.engines.runner import run_engine
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_the_tuned_model_answers_a_held_out_question_the_base_model_cannot(tmp_path: Path) -> None:
     workspace = tmp_path / "workspace"
     workspace.mkdir(mode=0o700)
@@ -25,7 +26,7 @@ def test_the_tuned_model_answers_a_held_out_question_the_base_model_cannot(tmp_p
         checkpoint_dir=workspace / "checkpoints",
         progress_file=workspace / "progress.jsonl",
     )
-    result = run_engine(builtin_engine("lora_finetune"), job, workspace=workspace, timeout=900, threads=2)
+    result = run_engine(builtin_engine("lora_finetune"), job, workspace=workspace, timeout=1700, threads=2)
 
     metrics = json.loads((job.outputs_dir / "metrics.json").read_text())
     losses = [point["loss"] for point in metrics["loss_curve"]]
