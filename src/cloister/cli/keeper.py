@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
-from cloister.cli.common import client, console
+from cloister.cli.common import client, console, options
 from cloister.cli.trust import trust
+from cloister.client.devnet import Devnet
 from cloister.client.keeper import Decision, Keeper
 
 app = typer.Typer(help="Grant keys to attested machines for your content, or refuse.", no_args_is_help=True)
@@ -34,7 +35,8 @@ def run(
     """For every order that uses your offers: appraise its machines with your policy, then grant or refuse."""
     chosen, roots = trust(ctx, policy)
     with client(ctx) as cl:
-        keeper = Keeper(cl, chosen, roots, frozenset(allow_engine) if allow_engine else None)
+        board = Devnet(options(ctx).resolved_home).board()
+        keeper = Keeper(cl, chosen, roots, frozenset(allow_engine) if allow_engine else None, board=board)
         while True:
             print_decisions(keeper.run_once())
             if once:

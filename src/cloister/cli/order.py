@@ -14,7 +14,7 @@ from cloister.cli.keeper import print_decisions
 from cloister.cli.trust import trust
 from cloister.client.devnet import Devnet
 from cloister.client.keeper import Keeper
-from cloister.client.orders import create_order, fetch_result
+from cloister.client.orders import create_order, fetch_result, reassign_order
 from cloister.errors import ConfigError
 from cloister.ledger.amounts import format_amount, parse_amount
 from cloister.ledger.records import Order
@@ -174,3 +174,28 @@ def result(
         console.print(("[green]✓[/] " if item.passed else "[red]✗[/] ") + f"{item.name} {item.detail}")
     for path in opened.files:
         console.print(f"wrote {path}")
+
+
+@app.command()
+def reassign(
+    ctx: typer.Context,
+    order_id: Annotated[str, typer.Argument()],
+    machine: Annotated[str | None, typer.Option(help="The silent machine (default: the order's only one).")] = None,
+) -> None:
+    """Anyone: move an order off a machine that stopped heart-beating; it resumes elsewhere from its checkpoint."""
+    with client(ctx) as cl:
+        order = reassign_order(cl, order_id, machine)
+    console.print(f"order [cyan]{order.order_id}[/] {order.state} on {', '.join(order.machines) or '(none)'}")
+
+
+@app.command()
+def resume(
+    ctx: typer.Context,
+    order_id: Annotated[str, typer.Argument()],
+    policy: Annotated[Path | None, typer.Option(help="Appraisal policy TOML (default: the devnet's).")] = None,
+) -> None:
+    """Order owner: grant the checkpoint a reassigned order resumes from to its new, appraised machine."""
+    chosen, roots = trust(ctx, policy)
+    board = Devnet(options(ctx).resolved_home).board()
+    with client(ctx) as cl:
+        print_decisions(Keeper(cl, chosen, roots, board=board).resume(cl.ledger.order(order_id)))

@@ -22,7 +22,7 @@ from cloister.client.sdk import Client, _created_id
 from cloister.errors import BindingMismatch, DigestMismatch, InvalidState, MalformedInput, NotAuthorized
 from cloister.ledger.protocol import LedgerReader
 from cloister.ledger.records import COMPLETED, FINETUNE, Machine, Order
-from cloister.ledger.transactions import CreateOrder
+from cloister.ledger.transactions import CreateOrder, ReassignOrder
 from cloister.node.delivery import Delivery, DeliveryBoard, fetch_delivery
 from cloister.provenance.dsse import Envelope
 from cloister.provenance.report import OrderReport, verify_report
@@ -47,6 +47,23 @@ def create_order(
     payload = CreateOrder(FINETUNE, model, tuple(datasets), engine, compute, dict(params), lease_hours, 1, deposit)
     receipt = client.wallet.send(payload)
     return client.ledger.order(_created_id(receipt, "order.created", "order_id"))
+
+
+def reassign_order(client: Client, order_id: str, machine_id: str | None = None) -> Order:
+    """Move ``order_id`` off ``machine_id`` (default: its only machine), which must have stopped heart-beating.
+
+    Anyone may send it; the contract checks the heartbeat timeout, pays the silent machine its recorded usage
+    and assigns another machine, whose keepers then grant (the order owner's keeper re-grants the checkpoint).
+    """
+    order = client.ledger.order(order_id)
+    if machine_id is None:
+        if len(order.machines) != 1:
+            raise InvalidState(
+                f"order {order_id} runs on machines {', '.join(order.machines)}; name the silent one to move it off"
+            )
+        machine_id = order.machines[0]
+    client.wallet.send(ReassignOrder(order_id, machine_id))
+    return client.ledger.order(order_id)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,10 @@ The execution controller polls the ledger for orders assigned to its machine in 
 signed report, manifest and sealed keys (:mod:`cloister.node.delivery`) and settles with ``order.complete``
 (usage seconds and report digest). The manifest digest has no field on the ledger yet; it is in the delivery,
 whose report the ledger pins. Any failure signs a failed report and sends ``order.fail`` with the reason.
+
+Fail-over (:mod:`cloister.node.resume`): each checkpoint sealed during a run is announced to the order owner,
+then recorded with ``order.checkpoint`` and the usage metered so far on this machine. A reassigned order that
+left a checkpoint behind runs only once its owner posted the resume grant, and continues from that checkpoint.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloister.crypto.identity import Identity
-from cloister.errors import CloisterError, ConfigError, RecordNotFound
+from cloister.errors import BlobNotFound, CloisterError, ConfigError, RecordNotFound
 from cloister.ledger.protocol import Ledger, TxReceipt
 from cloister.ledger.records import COMPUTE, READY, Machine, MachineSpecs, Order, Pricing, Restrictions
 from cloister.ledger.transactions import (
@@ -28,6 +32,7 @@ from cloister.ledger.transactions import (
     CreateOffer,
     FailOrder,
     Heartbeat,
+    RecordCheckpoint,
     RegisterMachine,
     RegisterProvider,
     StartOrder,
@@ -35,7 +40,10 @@ from cloister.ledger.transactions import (
 from cloister.ledger.wallet import Wallet
 from cloister.node.delivery import Delivery, DeliveryBoard, OwnerCheckpoint, publish_delivery
 from cloister.node.platform import TeePlatform
-from cloister.runtime.loader import LoaderResult, TrustedLoader
+from cloister.node.resume import NOTICE, CheckpointKey, publish_checkpoint_key, resume_point
+from cloister.runtime.checkpoints import ResumePoint, SealedCheckpoint
+from cloister.runtime.loader import CheckpointCallback, LoaderResult, TrustedLoader
+from cloister.runtime.metering import wall_seconds
 from cloister.storage import BlobStore
 
 log = logging.getLogger("cloister.node")
@@ -171,8 +179,23 @@ class ProviderNode:
         return self.ledger.orders(machine_id=self.machine_id, state=READY)
 
     def run_ready(self) -> list[LoaderResult]:
-        """Run every order that is ready on this machine, one after the other."""
-        return [self.execute(order) for order in self.ready_orders()]
+        """Run every order that is ready on this machine, one after the other.
+
+        A reassigned order waits (it is skipped until a later call) while its owner's resume grant is missing
+        or does not check out: starting it from scratch would charge the owner again for the steps already paid.
+        """
+        results = []
+        for order in self.ready_orders():
+            try:
+                resume = resume_point(self.ledger, self.store, self.board, order, self.machine_id)
+            except BlobNotFound:
+                log.info("order %s waits for its owner to grant the checkpoint it resumes from", order.order_id)
+                continue
+            except CloisterError as exc:
+                log.warning("order %s: the resume grant is unusable (%s); waiting for a valid one", order.order_id, exc)
+                continue
+            results.append(self.execute(order, resume=resume))
+        return results
 
     def serve(self, *, once: bool = False, poll_interval: float = 2.0, heartbeat_interval: float = 30.0) -> None:
         """Register, then heart-beat and run ready orders until interrupted (or once, with ``once``)."""
@@ -185,8 +208,11 @@ class ProviderNode:
                     return
                 time.sleep(poll_interval)
 
-    def execute(self, order: Order) -> LoaderResult:
-        """Start, run and settle one ready order; on any failure sign a failed report and fail the order."""
+    def execute(self, order: Order, *, resume: ResumePoint | None = None) -> LoaderResult:
+        """Start, run and settle one ready order; on any failure sign a failed report and fail the order.
+
+        ``resume`` continues from a checkpoint another machine left (see :func:`~cloister.node.resume.resume_point`).
+        """
         registration = self.registration
         if registration is None:
             raise ConfigError("the node has not registered its machine yet; call register() first")
@@ -204,9 +230,10 @@ class ProviderNode:
         started = int(time.time())
         try:
             prepared = loader.prepare(
-                order, offers, self.ledger.grants(order.order_id), self.ledger.account(order.owner)
+                order, offers, self.ledger.grants(order.order_id), self.ledger.account(order.owner), resume=resume
             )
-            result = loader.finish(prepared, loader.run(prepared, timeout=self.run_timeout))
+            outcome = loader.run(prepared, timeout=self.run_timeout, on_checkpoint=self._recorder(order))
+            result = loader.finish(prepared, outcome)
         except Exception as exc:  # any failure must reach the ledger, or the escrow stays locked
             reason = _reason(exc)
             log.warning("order %s failed: %s", order.order_id, reason)
@@ -219,6 +246,28 @@ class ProviderNode:
         self.wallet.send(CompleteOrder(order.order_id, registration.machine_id, usage, result.report_digest))
         log.info("order %s completed in %ss, report %s", order.order_id, usage, result.report_digest)
         return result
+
+    def _recorder(self, order: Order) -> CheckpointCallback:
+        """Announce each sealed checkpoint to the order owner, then record it with the usage metered so far.
+
+        The announcement comes first, so every checkpoint on the ledger has one. A checkpoint that cannot be
+        recorded is logged, not fatal: the job goes on and the next checkpoint is recorded instead.
+        """
+        started = time.monotonic()
+
+        def record(sealed: SealedCheckpoint) -> None:
+            point = sealed.checkpoint
+            try:
+                notice = CheckpointKey(NOTICE, order.order_id, self.machine_id, point, sealed.owner_key)
+                publish_checkpoint_key(self.store, self.board, notice, self.loader)
+                usage = wall_seconds(time.monotonic() - started)
+                self.wallet.send(RecordCheckpoint(order.order_id, self.machine_id, point.step, usage, point.digest))
+            except CloisterError as exc:
+                log.warning("order %s: checkpoint at step %s not recorded: %s", order.order_id, point.step, exc)
+                return
+            log.info("order %s: checkpoint at step %s recorded after %ss", order.order_id, point.step, usage)
+
+        return record
 
     def _publish(self, order: Order, result: LoaderResult) -> None:
         delivery = Delivery(

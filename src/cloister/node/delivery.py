@@ -30,6 +30,7 @@ FORMAT = "cloister/delivery/v1"
 MAX_DELIVERY = 4 << 20
 _FIELDS = ("format", "order_id", "report", "manifest", "result_keys", "checkpoints")
 _ORDER_ID = re.compile(r"^or-[0-9a-f]{16}$")
+_ENTRY = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 
 
 def _b64(raw: bytes) -> str:
@@ -116,31 +117,38 @@ class Delivery:
 
 
 class DeliveryBoard:
-    """Order id → the blob URI of its delivery, in a folder every party of a devnet can read."""
+    """Order id → the blob URI of its delivery, in a folder every party of a devnet can read.
+
+    An order may also have named entries (``<order id>.<entry>``), e.g. the checkpoint notices and resume grants
+    of a fail-over (:mod:`cloister.node.resume`).
+    """
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
 
-    def _path(self, order_id: str) -> Path:
+    def _path(self, order_id: str, entry: str) -> Path:
         if not _ORDER_ID.match(order_id):
             raise ConfigError(f"{order_id!r} is not an order id (or-<16 hex digits>)")
-        return self.folder / order_id
+        if entry and not _ENTRY.match(entry):
+            raise ConfigError(f"{entry!r} is not a board entry name (letters, digits, '-' and '_')")
+        return self.folder / (f"{order_id}.{entry}" if entry else order_id)
 
-    def announce(self, order_id: str, uri: str) -> None:
-        path = self._path(order_id)
+    def announce(self, order_id: str, uri: str, *, entry: str = "") -> None:
+        path = self._path(order_id, entry)
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-")
         with os.fdopen(fd, "w") as handle:
             handle.write(uri)
         Path(tmp).replace(path)
 
-    def locate(self, order_id: str) -> str:
+    def locate(self, order_id: str, *, entry: str = "") -> str:
         try:
-            return self._path(order_id).read_text().strip()
+            return self._path(order_id, entry).read_text().strip()
         except FileNotFoundError:
+            what = f"{entry} entry" if entry else "delivery"
             raise BlobNotFound(
-                f"no delivery is announced for order {order_id} in {self.folder}; wait until the node completes "
-                "the order, or point --deliveries at the folder the node announces to"
+                f"no {what} is announced for order {order_id} in {self.folder}; wait until the node (or the order "
+                "owner, for a resume grant) announces it, or point --deliveries at the folder it announces to"
             ) from None
 
 

@@ -58,6 +58,7 @@ MODEL_ROLE = "model"
 DATASETS_ROLE = "datasets"
 _SUFFIX_RE = re.compile(r"\.[A-Za-z0-9]{1,16}$")
 ProgressCallback = Callable[[Mapping[str, Any]], None]
+CheckpointCallback = Callable[[SealedCheckpoint], None]
 
 
 @dataclass(frozen=True)
@@ -303,10 +304,18 @@ class TrustedLoader:
 
     # --- run -------------------------------------------------------------------------------------------------
 
-    def run(self, prepared: PreparedJob, *, timeout: float, on_progress: ProgressCallback | None = None) -> RunOutcome:
+    def run(
+        self,
+        prepared: PreparedJob,
+        *,
+        timeout: float,
+        on_progress: ProgressCallback | None = None,
+        on_checkpoint: CheckpointCallback | None = None,
+    ) -> RunOutcome:
         """Run the engine to completion, sealing each checkpoint as it appears; engine errors propagate.
 
-        After a failure call :meth:`fail` so the workspace is wiped and a failed report signed.
+        ``on_checkpoint`` sees each sealed checkpoint as soon as it is uploaded, so a node can record it while
+        the engine runs. After a failure call :meth:`fail` so the workspace is wiped and a failed report signed.
         """
         ws = prepared.workspace
         job = JobSpec(
@@ -336,10 +345,10 @@ class TrustedLoader:
             started = time.monotonic()
             while process.running() and time.monotonic() - started < timeout:
                 time.sleep(self.poll_interval)
-                sealer.collect()
+                _announce(sealer.collect(), on_checkpoint)
                 seen = _report_progress(ws.progress_file, seen, on_progress)
             result = process.wait(timeout)
-        sealer.collect()
+        _announce(sealer.collect(), on_checkpoint)
         _report_progress(ws.progress_file, seen, on_progress)
         first = prepared.resumed.step if prepared.resumed is not None else 0
         usage = Usage(
@@ -473,6 +482,12 @@ def _report_progress(path: Path, seen: int, on_progress: ProgressCallback | None
     for entry in entries[seen:]:
         on_progress(entry)
     return len(entries)
+
+
+def _announce(sealed: list[SealedCheckpoint], on_checkpoint: CheckpointCallback | None) -> None:
+    if on_checkpoint is not None:
+        for checkpoint in sealed:
+            on_checkpoint(checkpoint)
 
 
 def _result(
