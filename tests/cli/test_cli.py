@@ -160,3 +160,25 @@ def test_export_pages_through_every_block_once(tmp_path: Path, monkeypatch: pyte
     assert result.exit_code == 0, result.output
     heights = [json.loads(line)["height"] for line in out.read_text().splitlines()]
     assert heights == [1, 2, 3, 4, 5]
+
+
+def test_devnet_starts_and_stops_provider_nodes(tmp_path: Path) -> None:
+    import time
+
+    home = tmp_path / "home"
+    try:
+        run(home, "devnet", "up", "--nodes", "2")
+        deadline = time.monotonic() + 120
+        machines: list[dict] = []  # type: ignore[type-arg]
+        while time.monotonic() < deadline and len(machines) < 2:
+            time.sleep(1)
+            result = run(home, "offer", "list", "--kind", "compute", "--json", check=False)
+            machines = json.loads(result.stdout) if result.returncode == 0 else []
+        assert len(machines) == 2, "both nodes registered attested machines and published compute offers"
+        pids = [int(p.read_text()) for p in (home / "devnet" / "nodes").glob("*.pid")]
+        assert len(pids) == 2
+    finally:
+        run(home, "devnet", "down", check=False)
+    assert not list((home / "devnet" / "nodes").glob("*.pid")), "down stops the nodes"
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]

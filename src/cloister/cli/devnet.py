@@ -28,15 +28,21 @@ def up(
     ledger: Annotated[
         LedgerKind, typer.Option(help="embedded: SQLite served over HTTP; evm: anvil with the Solidity contracts.")
     ] = LedgerKind.embedded,
+    nodes: Annotated[int, typer.Option(min=0, help="Also start this many simulated-TEE provider nodes.")] = 0,
     as_json: JsonFlag = False,
 ) -> None:
-    """Start the ledger (server or anvil) and the local blob store under $CLOISTER_HOME/devnet."""
-    info = Devnet(options(ctx).resolved_home).up(port=port, ledger=ledger.value)
+    """Start the ledger (server or anvil), the local blob store and any nodes under $CLOISTER_HOME/devnet."""
+    devnet = Devnet(options(ctx).resolved_home)
+    info = devnet.up(port=port, ledger=ledger.value)
+    if nodes:
+        info = {**info, "nodes": devnet.start_nodes(nodes)}
     if as_json:
         print_json(info)
         return
     console.print(f"devnet [green]up[/]: {info['ledger']} ledger {info['ledger_url']} chain {info['chain_id']}")
     console.print(f"blobs {info['blob_store']}; log {info['log']}")
+    if nodes:
+        console.print(f"{nodes} node(s) starting; logs in {devnet.dir / 'nodes'}")
 
 
 @app.command()

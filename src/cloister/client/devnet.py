@@ -25,7 +25,7 @@ from cloister.client.config import devnet_file, read_devnet_file
 from cloister.crypto.identity import Identity
 from cloister.errors import ConfigError, ServiceUnavailable
 from cloister.ledger.embedded import EmbeddedLedger
-from cloister.ledger.genesis import Genesis
+from cloister.ledger.genesis import UNITS_PER_TOKEN, Genesis
 from cloister.ledger.http import HttpLedger
 from cloister.ledger.protocol import Head
 from cloister.node.delivery import DeliveryBoard
@@ -59,6 +59,28 @@ def _alive(pid: int) -> bool:
 
 EMBEDDED = "embedded"
 EVM = "evm"
+
+
+def _alive_pid(pid_file: Path) -> bool:
+    try:
+        return _alive(int(pid_file.read_text().strip()))
+    except (OSError, ValueError):
+        return False
+
+
+def _stop(pid_file: Path, timeout: float) -> bool:
+    """SIGTERM the process a pid file names, SIGKILL it if it lingers; remove the file. True if it was running."""
+    running = _alive_pid(pid_file)
+    if running:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+    return running
 
 
 @dataclass(frozen=True)
@@ -115,15 +137,8 @@ class Devnet:
         roots = tuple(parse_pem_certificates(SimVendor.load(self.sim_vendor_path).root_pem.encode()))
         return AppraisalPolicy.packaged("devnet"), {"sim": roots}
 
-    def _pid(self) -> int | None:
-        try:
-            return int(self.pid_path.read_text().strip())
-        except (OSError, ValueError):
-            return None
-
     def is_running(self) -> bool:
-        pid = self._pid()
-        return pid is not None and _alive(pid)
+        return _alive_pid(self.pid_path)
 
     @property
     def chain(self) -> DevnetChain:
@@ -231,18 +246,39 @@ class Devnet:
         except OSError:
             return "(no log)"
 
+    def start_nodes(self, count: int) -> list[int]:
+        """Start ``count`` provider nodes (``node-1`` …) as detached `cloister node run` processes on this devnet.
+
+        Each gets a funded account in the devnet's keystore on first start, its own log and pid file under
+        ``devnet/nodes/``; `down` stops them.
+        """
+        from cloister.client.sdk import Client  # the SDK imports this module
+
+        folder = self.dir / "nodes"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        pids = []
+        for index in range(1, count + 1):
+            name = f"node-{index}"
+            if _alive_pid(folder / f"{name}.pid"):
+                continue
+            if name not in {entry.name for entry in Client(home=self.home).keystore.list_accounts()}:
+                with Client(home=self.home, account=name) as operator:
+                    operator.create_account(name)
+                    operator.fund(100 * UNITS_PER_TOKEN)
+            command = [sys.executable, "-m", "cloister", "--home", str(self.home), "-a", name, "node", "run"]
+            with (folder / f"{name}.log").open("ab") as log:
+                process = subprocess.Popen(
+                    command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+                )
+            (folder / f"{name}.pid").write_text(str(process.pid))
+            pids.append(process.pid)
+        return pids
+
     def down(self, timeout: float = 10.0) -> bool:
-        """Stop the ledger server; True if one was running. The devnet's data stays for the next `up`."""
-        pid = self._pid()
-        running = pid is not None and _alive(pid)
-        if pid is not None and running:
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        self.pid_path.unlink(missing_ok=True)
+        """Stop the nodes and the ledger; True if the ledger was running. The data stays for the next `up`."""
+        for pid_file in sorted((self.dir / "nodes").glob("*.pid")):
+            _stop(pid_file, timeout)
+        running = _stop(self.pid_path, timeout)
         devnet_file(self.home).unlink(missing_ok=True)
         return running
 
