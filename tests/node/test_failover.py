@@ -36,7 +36,7 @@ from cloister.provenance.report import Checkpoint
 from cloister.storage import LocalBlobStore
 
 PRICE = 3600 * 10  # 10 units a second
-STEPS, EVERY = 40, 4
+STEPS, EVERY = 200, 4  # long enough that the kill lands mid-training even on an idle machine
 
 NODE_SCRIPT = """
 import sys
