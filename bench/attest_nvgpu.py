@@ -25,7 +25,7 @@ from cloister.attest import nvgpu
 from cloister.attest.nvgpu.evidence import read_certificates
 from cloister.attest.nvgpu.spdm import parse_hex_report, parse_report
 from cloister.attest.pki import public_key
-from rates import rate as measure_rate
+from rates import compare_modes, print_modes
 
 VECTORS = Path(os.environ.get("CLOISTER_VECTORS", Path(__file__).resolve().parents[1].parent / "shared" / "vectors"))
 NV = VECTORS / "nvgpu"
@@ -79,25 +79,19 @@ def run(seconds: float) -> list[dict[str, object]]:
     """One row per case and mode; ``cost_in_signatures`` = raw rate / this rate."""
     rows: list[dict[str, object]] = []
     for case, evidence, now in _cases():
-        raw = measure_rate(_raw_signature_check(evidence), seconds)
-        modes = {
+        modes: dict[str, object] = {
             "no cache": nvgpu.VerifyOptions(now=now),
             "chain cache": nvgpu.VerifyOptions(now=now, cache=nvgpu.ChainCache()),
         }
-        rows.append({"case": case, "mode": "raw ECDSA P-384", "per_s": raw, "cost_in_signatures": 1.0})
-        for mode, options in modes.items():
-            rate = measure_rate(lambda evidence=evidence, options=options: nvgpu.verify(evidence, options), seconds)
-            rows.append({"case": case, "mode": mode, "per_s": rate, "cost_in_signatures": raw / rate})
+        verify = lambda options, evidence=evidence: nvgpu.verify(evidence, options)  # noqa: E731
+        rows += compare_modes(case, "raw ECDSA P-384", _raw_signature_check(evidence), verify, modes, seconds)
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="time spent on each measurement")
-    args = parser.parse_args()
-    print(f"{'case':<34} {'mode':<18} {'verifications/s':>16} {'cost in sigs':>16}")
-    for row in run(args.seconds):
-        print(f"{row['case']:<34} {row['mode']:<18} {row['per_s']:>16.1f} {row['cost_in_signatures']:>16.2f}")
+    print_modes(run(parser.parse_args().seconds))
 
 
 if __name__ == "__main__":
