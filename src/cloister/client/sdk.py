@@ -19,7 +19,7 @@ from cloister.client.config import LEDGER_ENV, read_devnet_file, resolve_blob_st
 from cloister.client.devnet import EVM, Devnet
 from cloister.crypto.digest import Readable, digest_file
 from cloister.crypto.identity import Identity
-from cloister.crypto.stream import generate_key, open_file, seal_file
+from cloister.crypto.stream import generate_key, seal_file
 from cloister.errors import ConfigError, DigestMismatch, NotAuthorized, RecordNotFound
 from cloister.keystore import Keystore
 from cloister.ledger.http import HttpLedger
@@ -27,6 +27,7 @@ from cloister.ledger.protocol import Ledger, TxReceipt
 from cloister.ledger.records import Account, Offer, OfferKind, Pricing, Restrictions
 from cloister.ledger.transactions import CreateOffer
 from cloister.ledger.wallet import Wallet
+from cloister.runtime.transfer import fetch_and_open
 from cloister.storage import BlobStore, open_store
 
 CONTENT_KINDS: dict[str, OfferKind] = {"model": "model", "dataset": "dataset", "engine": "engine"}
@@ -213,16 +214,15 @@ class Client:
         offer = mine[0]
         assert offer.blob_uri is not None  # content offers always carry one
         with self._scratch() as scratch:
-            sealed_path = scratch / "sealed"
-            with self.store.open(offer.blob_uri) as source, sealed_path.open("wb") as sink:
-                advance = self.progress("downloading", self.store.size(offer.blob_uri))
-                shutil.copyfileobj(_Counting(source, advance), sink, 1 << 20)
-            open_file(
+            fetch_and_open(
+                self.store,
+                offer.blob_uri,
                 key,
-                sealed_path,
                 dest,
                 expected_digest=digest,
-                progress=self.progress("decrypting", offer.size),
+                scratch=scratch,
+                fetched=self.progress("downloading", self.store.size(offer.blob_uri)),
+                opened=self.progress("decrypting", offer.size),
             )
         return dest
 

@@ -7,12 +7,15 @@ every chunk authenticated and the whole hashed to the announced digest.
 
 from __future__ import annotations
 
-import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloister.crypto.stream import generate_key, open_file, seal_file
 from cloister.storage import BlobStore
+
+Progress = Callable[[int], None]
+_COPY_SIZE = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -24,13 +27,29 @@ class SealedBlob:
     dek: bytes = field(repr=False)
 
 
-def fetch_and_open(store: BlobStore, uri: str, dek: bytes, dest: Path, *, expected_digest: str, scratch: Path) -> None:
-    """Write the plaintext of ``uri`` at ``dest`` only if it authenticates and hashes to ``expected_digest``."""
+def fetch_and_open(
+    store: BlobStore,
+    uri: str,
+    dek: bytes,
+    dest: Path,
+    *,
+    expected_digest: str,
+    scratch: Path,
+    fetched: Progress | None = None,
+    opened: Progress | None = None,
+) -> None:
+    """Write the plaintext of ``uri`` at ``dest`` only if it authenticates and hashes to ``expected_digest``.
+
+    ``fetched`` and ``opened`` receive byte counts as the ciphertext arrives and as the plaintext is checked.
+    """
     cipher = scratch / (dest.name + ".sealed")
     try:
         with store.open(uri) as source, cipher.open("wb") as sink:
-            shutil.copyfileobj(source, sink, 1 << 20)
-        open_file(dek, cipher, dest, expected_digest=expected_digest)
+            while chunk := source.read(_COPY_SIZE):
+                sink.write(chunk)
+                if fetched is not None:
+                    fetched(len(chunk))
+        open_file(dek, cipher, dest, expected_digest=expected_digest, progress=opened)
     finally:
         cipher.unlink(missing_ok=True)
 
