@@ -398,3 +398,134 @@ def register_codes() -> None:
 
 
 register_codes()
+
+
+# --- gateway -------------------------------------------------------------------------------------------------
+
+
+class GatewayError(CloisterError):
+    """Base of what the inference gateway refuses; the wire form is an OpenAI-style error body."""
+
+    code = "gateway"
+
+
+class ApiKeyRejected(GatewayError):
+    """No API key, or one that is malformed, for another gateway, or not signed by its ledger account."""
+
+    code = "invalid_api_key"
+    http_status = 401
+
+
+class CreditExhausted(GatewayError):
+    """The caller's credit for the deployment (minus usage not yet settled) cannot cover the request."""
+
+    code = "insufficient_credit"
+    http_status = 402
+
+
+class DeploymentNotFound(GatewayError):
+    """The ``model`` names no inference deployment this gateway serves."""
+
+    code = "model_not_found"
+    http_status = 404
+
+
+class ReceiptNotFound(GatewayError):
+    code = "receipt_not_found"
+    http_status = 404
+
+
+class ConsensusFailed(GatewayError):
+    """Replicas disagreed and no strict majority emerged, even after referees re-executed."""
+
+    code = "no_consensus"
+    http_status = 502
+
+
+class ReplicaFailed(GatewayError):
+    """The replica serving a request failed after it had started answering, so the request cannot be moved."""
+
+    code = "replica_failed"
+    http_status = 502
+
+
+register_codes()
+
+
+# --- consensus -----------------------------------------------------------------------------------------------
+
+
+class InvalidConsensusMode(BadRequest):
+    """A consensus mode string (API key, ``X-Cloister-Consensus`` header, order params) is not one we know."""
+
+    code = "invalid_consensus_mode"
+
+
+class InvalidRequest(BadRequest):
+    """A chat completion request has a missing, ill-typed or out-of-range field; ``param`` names it."""
+
+    code = "invalid_request"
+
+    def __init__(self, message: str, *, param: str | None = None, **details: Any) -> None:
+        super().__init__(message, param=param, **details)
+        self.param = param
+
+
+class NotEnoughReplicas(ServiceUnavailable):
+    """A consensus mode needs more live replicas than the deployment has right now."""
+
+    code = "not_enough_replicas"
+
+
+class ReceiptInvalid(IntegrityError):
+    """A correctly signed receipt does not hold together: its selection, verdict or answer is not what it claims."""
+
+    code = "receipt_invalid"
+
+
+class SelectionMismatch(ReceiptInvalid):
+    """A receipt names replicas that the seeded selection rule would not have chosen."""
+
+    code = "selection_mismatch"
+
+
+class VerdictMismatch(ReceiptInvalid):
+    """A receipt's verdict is not the one its commitments decide."""
+
+    code = "verdict_mismatch"
+
+
+register_codes()
+
+
+# --- security analysis (closed forms, simulator) -------------------------------------------------------------
+
+
+class InvalidAnalysis(BadRequest):
+    """A security calculation or simulation was asked with parameters out of range or inconsistent."""
+
+    code = "invalid_analysis"
+
+
+register_codes()
+
+
+# --- replica serving (cloister.runtime.serving) --------------------------------------------------------------
+
+
+class ReplicaError(CloisterError):
+    """A replica could not produce a committed answer because its engine misbehaved (bad answer, crash)."""
+
+    code = "replica_error"
+    http_status = 502
+
+
+class VaultJoinRefused(VaultError):
+    """A replica refused to share a deployment's vault: the peer is not an attested machine of the same
+    deployment running the same engine."""
+
+    code = "vault_join_refused"
+    http_status = 403
+
+
+register_codes()

@@ -12,6 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.table import Table
@@ -23,8 +24,13 @@ from cloister.cli.common import client, console, options, print_json
 from cloister.cli.trust import trust
 from cloister.client.devnet import Devnet
 from cloister.client.orders import verify_manifest_file, verify_order_report
+from cloister.client.sdk import Client
+from cloister.consensus.receipt import ReceiptVerifyOptions, trust_from_ledger, verify_receipt
+from cloister.crypto.canonical import canonical_json
 from cloister.errors import AttestationError, CloisterError, ConfigError, StaleEvidence
+from cloister.net import HttpClient
 from cloister.node.delivery import fetch_delivery
+from cloister.provenance.fields import check_binding
 
 REPORT_DATA_SIZE = 64
 app = typer.Typer(help="Verify attestation evidence and signed records offline.", no_args_is_help=True)
@@ -237,3 +243,81 @@ def manifest(
         except CloisterError as exc:
             error = exc
     _report_checklist(checklist, error, "manifest", as_json)
+
+
+def _receipt_bytes(target: str, gateway_url: str | None) -> bytes:
+    """The signed receipt: a file, or the receipt with that id fetched from a gateway."""
+    if Path(target).is_file():
+        return Path(target).read_bytes()
+    if gateway_url is None:
+        raise ConfigError(f"{target!r} is not a file; to fetch a receipt by id, pass --gateway URL")
+    with HttpClient(gateway_url) as http:
+        return canonical_json(http.get_json(f"/v1/receipts/{quote(target, safe='')}"))
+
+
+@app.command()
+def receipt(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(help="A signed receipt file, or a receipt id (with --gateway).")],
+    gateway_key: Annotated[
+        str | None, typer.Option("--gateway-key", help="Accept only receipts signed by this gateway key (hex).")
+    ] = None,
+    ledger_url: Annotated[
+        str | None, typer.Option("--ledger", help="Also check replica keys, TCB ids and head hash on this ledger.")
+    ] = None,
+    gateway_url: Annotated[
+        str | None, typer.Option("--gateway", help="Fetch the receipt by id from this gateway's /v1/receipts.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """An inference receipt: gateway signature, selection recomputed, replicas' commitments, verdict, answer."""
+    try:
+        pinned = bytes.fromhex(gateway_key) if gateway_key is not None else None
+    except ValueError:
+        raise typer.BadParameter("--gateway-key takes the gateway's Ed25519 key as hex") from None
+    checklist = Checklist()
+    error: CloisterError | None = None
+    verified = None
+    fetched = not Path(target).is_file()
+    try:
+        data = _receipt_bytes(target, gateway_url)
+        trusted = ReceiptVerifyOptions(gateway_key=pinned)
+        if ledger_url is not None:
+            with Client(home=options(ctx).resolved_home, ledger_url=ledger_url) as cl:
+                trusted = trust_from_ledger(cl.ledger, data, pinned)
+        verified = verify_receipt(data, trusted, checklist=checklist).receipt
+        if fetched:
+            with checklist.run("receipt id", f"the gateway returned receipt {target}"):
+                check_binding(verified.receipt_id, target, "receipt")
+    except CloisterError as exc:
+        error = exc
+    if as_json:
+        print_json(
+            {
+                "ok": error is None,
+                "receipt": verified.to_json() if verified is not None else None,
+                "checks": checklist.to_json(),
+                "error": error.to_json()["error"] if error else None,
+            }
+        )
+        if error is not None:
+            raise typer.Exit(1)
+        return
+    if verified is not None:
+        table = Table(show_header=False, title=f"receipt {verified.receipt_id}")
+        verdict = verified.verdict
+        for key, value in (
+            ("deployment", verified.deployment_id),
+            ("mode", verified.mode),
+            ("agreed", "yes" if verdict.agreed else "no"),
+            ("selected", ", ".join(verified.selection.selected)),
+            ("referees", ", ".join(verified.selection.referees) or "-"),
+            ("majority", ", ".join(verdict.majority) or "-"),
+            ("dissenters", ", ".join(verdict.dissenters) or "-"),
+            ("dispute", verified.dispute_id or "-"),
+            ("answer digest", verified.content_digest),
+            ("gateway", verified.gateway),
+        ):
+            table.add_row(key, value)
+        console.print(table)
+    _report_checklist(checklist, error, "receipt", False)
