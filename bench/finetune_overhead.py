@@ -57,7 +57,6 @@ from cloister.ledger.embedded import EmbeddedLedger
 from cloister.ledger.genesis import ContractParams, Genesis, policy_json
 from cloister.ledger.records import COMPLETED, Pricing, Restrictions
 from cloister.node.controller import ProviderNode
-from cloister.node.delivery import DeliveryBoard
 from cloister.node.keys import load_or_create_loader_identity
 from cloister.node.platform import SimPlatform
 from cloister.runtime.archive import pack_folder
@@ -212,7 +211,6 @@ class Market:
         genesis = Genesis("cloister-bench", int(time.time()), contract)
         self.ledger = EmbeddedLedger.create(self.root / "ledger.db", genesis)
         self.store = LocalBlobStore(self.root / "blobs")
-        self.board = DeliveryBoard(self.root / "deliveries")
         self.roots = {"sim": tuple(parse_pem_certificates(vendor.root_pem.encode()))}
         self.clients = {name: self._party(name) for name in PARTIES}
         folder = self.root / "provider" / "node"
@@ -223,7 +221,6 @@ class Market:
             loader=load_or_create_loader_identity(folder),
             platform=SimPlatform(vendor, "bench-chip"),
             folder=folder,
-            board=self.board,
             price_per_hour=parse_amount(1),
             threads=self.threads,
         )
@@ -312,7 +309,7 @@ def cloister(model: Path, params: dict[str, Any], market: Market) -> tuple[Side,
     }
     began = time.perf_counter()
     out = market.root / "result"
-    fetch_result(people["developer"], order.order_id, out, board=market.board, policy=POLICY, roots=market.roots)
+    fetch_result(people["developer"], order.order_id, out, policy=POLICY, roots=market.roots)
     fetched = time.perf_counter() - began
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     return Side(phases, metrics), fetched

@@ -181,10 +181,10 @@ def gas_table(url: str, ledger: EvmLedger, keyring: Keyring) -> list[tuple[str, 
     for kind in ("model", "dataset", "engine"):
         send(owner, PostGrant(first, offers[kind], machine, b"sealed key " * 8))
     send(provider, StartOrder(first, machine))
-    send(provider, CompleteOrder(first, machine, 3600, "sha256:" + "5e" * 32))
+    send(provider, CompleteOrder(first, machine, 3600, "sha256:" + "5e" * 32, None, "file:///delivery"))
     second, machine = order()
     send(owner, RefuseGrant(second, offers["model"], machine, "the machine's TCB is below my minimum"))
-    send(provider, FailOrder(second, machine, "out of memory"))
+    send(provider, FailOrder(second, machine, "out of memory", None))
     third, _ = order()
     send(developer, CancelOrder(third))
     send(owner, RetireOffer(offers["model"]))

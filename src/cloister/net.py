@@ -3,17 +3,21 @@
 Every call a Cloister client makes to a Cloister server goes through :class:`HttpClient`, so transport
 failures and error bodies become the same typed errors everywhere: a server's error body is turned back into
 the class the server raised, and an unreachable server becomes :class:`ServiceUnavailable`.
+On the server side, :func:`read_body` is the one size-limited read of a request body.
 """
 
 from __future__ import annotations
 
 import json
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from cloister.errors import CloisterError, RemoteError, ServiceUnavailable
+from cloister.errors import BadRequest, CloisterError, PayloadTooLarge, RemoteError, ServiceUnavailable
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
 
 DEFAULT_TIMEOUT = 10.0
 """Seconds to wait for a connection or a response before giving up."""
@@ -67,3 +71,22 @@ class HttpClient:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """A server's request body, refused as soon as it is known to exceed ``limit`` (declared or counted)."""
+    declared = request.headers.get("content-length")
+    too_large = f"the request body is larger than this server accepts ({limit} bytes); send a smaller one"
+    if declared is not None:
+        if not declared.isascii() or not declared.isdigit():
+            raise BadRequest(f"Content-Length {declared!r} is not a number")
+        if int(declared) > limit:
+            raise PayloadTooLarge(too_large, limit=limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(too_large, limit=limit)
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -35,7 +35,7 @@ def test_order_is_granted_run_paid_and_delivered(tmp_path: Path) -> None:
                 "--allow-engine", engine["content_digest"], "--json",
             )
         )  # fmt: skip
-        cl("-a", "node1", "node", "run", "--once")  # registers the machine and its compute offer
+        cl("-a", "node1", "node", "run", "--once", "--platform", "sim")  # registers the machine and its compute offer
 
         params = ["--param", "epochs=1", "--param", "max_length=96", "--param", "max_new_tokens=8"]
         order = json.loads(
@@ -49,7 +49,7 @@ def test_order_is_granted_run_paid_and_delivered(tmp_path: Path) -> None:
             assert "granted" in cl("-a", owner, "keeper", "run", "--once")
         assert json.loads(cl("order", "show", order["order_id"], "--json"))["state"] == "ready"
 
-        cl("-a", "node1", "node", "run", "--once")
+        cl("-a", "node1", "node", "run", "--once", "--platform", "sim")
         shown = json.loads(cl("order", "show", order["order_id"], "--json"))
         assert shown["state"] == "completed", shown
 

@@ -16,6 +16,7 @@ from cloister.errors import BadRequest, NonceMismatch, RecordNotFound, Signature
 from cloister.ledger.embedded import EmbeddedLedger
 from cloister.ledger.envelope import SignedTransaction, Transaction
 from cloister.ledger.evm.ledger import EvmLedger
+from cloister.ledger.genesis import Genesis
 from cloister.ledger.protocol import Ledger, LedgerEvent
 from cloister.ledger.transactions import FaucetDrip
 from cloister.ledger.verify import verify_ledger
@@ -147,3 +148,19 @@ def test_concurrent_submitters_are_all_accepted(
     assert ledger.account(sink.address).balance == 2 * len(senders) * per_sender
     if not isinstance(ledger, EvmLedger):  # the embedded log, read directly or over HTTP, replays to the head
         assert verify_ledger(embedded.path).height == ledger.head().height
+
+
+@pytest.mark.evm_pending
+def test_block_hashes_are_readable_by_height(ledger: Ledger, make_wallet: MakeWallet, genesis: Genesis) -> None:
+    alice = make_wallet("alice")
+    head = ledger.head()
+    assert ledger.block_hash(head.height) == head.hash
+    if not isinstance(ledger, EvmLedger):
+        assert ledger.block_hash(0) == genesis.hash
+    receipt = alice.transfer(alice.address, 1)
+    assert ledger.block_hash(receipt.height) == ledger.head().hash != head.hash
+    assert ledger.block_hash(head.height) == head.hash
+    with pytest.raises(RecordNotFound, match="no block at height"):
+        ledger.block_hash(receipt.height + 1)
+    with pytest.raises(BadRequest):
+        ledger.block_hash(-1)

@@ -44,6 +44,8 @@ from cloister.ledger.wallet import Wallet
 FREE = Pricing("free", 0, 0)
 SPECS = MachineSpecs(cpu_cores=8, memory_gib=32, gpus=("H100",), disk_gib=500)
 REPORT = "sha256:" + "5e" * 32
+MANIFEST = "sha256:" + "3a" * 32
+DELIVERY = "file:///blobs/delivery"
 _serial = itertools.count()
 
 
@@ -207,7 +209,7 @@ def test_a_working_machine_cannot_retire(market: Market) -> None:
     machine_id = market.running(order_id)
     with pytest.raises(InvalidState, match="finish or fail that order"):
         market.provider.send(RetireMachine(machine_id))
-    market.provider.send(CompleteOrder(order_id, machine_id, 60, REPORT))
+    market.provider.send(CompleteOrder(order_id, machine_id, 60, REPORT, MANIFEST, DELIVERY))
     market.provider.send(RetireMachine(machine_id))
 
 
@@ -326,7 +328,7 @@ def test_full_lifecycle_settles_exactly(market: Market, priced: dict[str, str], 
     market.provider.send(StartOrder(order_id, priced["machine"]))
     assert (ledger.order(order_id).state, ledger.order(order_id).started_at) == ("running", clock.now)
     clock.advance(5400)
-    receipt = market.provider.send(CompleteOrder(order_id, priced["machine"], 5400, REPORT))
+    receipt = market.provider.send(CompleteOrder(order_id, priced["machine"], 5400, REPORT, MANIFEST, DELIVERY))
     payments = {e.attrs["reason"].split()[0]: e.attrs["amount"] for e in receipt.events if e.kind == "payment"}
     assert payments == {"model": 3_000_000, "dataset": 500_000, "compute": 4_500_000}
     assert attrs(receipt, "refund")["amount"] == 17_000_000
@@ -354,7 +356,7 @@ def test_usage_is_capped_at_the_lease(market: Market, priced: dict[str, str]) ->
     before = _balances(market, priced)
     order_id, _ = _priced_order(market, priced, deposit=25_000_000)
     machine = market.running(order_id)
-    receipt = market.provider.send(CompleteOrder(order_id, machine, 10 * 4 * HOUR, REPORT))
+    receipt = market.provider.send(CompleteOrder(order_id, machine, 10 * 4 * HOUR, REPORT, MANIFEST, DELIVERY))
     assert attrs(receipt, "order.completed")["usage_seconds"] == 4 * HOUR
     assert attrs(receipt, "refund")["amount"] == 25_000_000 - 20_500_000
     after = _balances(market, priced)
@@ -364,7 +366,7 @@ def test_usage_is_capped_at_the_lease(market: Market, priced: dict[str, str]) ->
 def test_per_hour_prices_are_pro_rated_by_the_second_rounding_down(market: Market, priced: dict[str, str]) -> None:
     order_id, _ = _priced_order(market, priced, deposit=20_500_000)
     machine = market.running(order_id)
-    receipt = market.provider.send(CompleteOrder(order_id, machine, 1, REPORT))
+    receipt = market.provider.send(CompleteOrder(order_id, machine, 1, REPORT, MANIFEST, DELIVERY))
     payments = {e.attrs["reason"].split()[0]: e.attrs["amount"] for e in receipt.events if e.kind == "payment"}
     assert payments == {"model": 555, "dataset": 500_000, "compute": 833}
     assert attrs(receipt, "refund")["amount"] == 20_500_000 - 500_000 - 555 - 833
@@ -386,15 +388,15 @@ def test_fail_refunds_everything(market: Market, priced: dict[str, str], ledger:
     before = ledger.account(market.developer.address).balance
     order_id, _ = _priced_order(market, priced, deposit=21_000_000)
     machine = market.running(order_id)
-    receipt = market.provider.send(FailOrder(order_id, machine, "engine ran out of memory"))
+    receipt = market.provider.send(FailOrder(order_id, machine, "engine ran out of memory", None))
     assert attrs(receipt, "refund") == {"order_id": order_id, "to": market.developer.address, "amount": 21_000_000}
     order = ledger.order(order_id)
     assert (order.state, order.escrow, order.failure_reason) == ("failed", 0, "engine ran out of memory")
     assert ledger.account(market.developer.address).balance == before
     with pytest.raises(InvalidState, match="is failed"):
-        market.provider.send(FailOrder(order_id, machine, "again"))
+        market.provider.send(FailOrder(order_id, machine, "again", None))
     with pytest.raises(InvalidState):
-        market.provider.send(CompleteOrder(order_id, machine, 1, REPORT))
+        market.provider.send(CompleteOrder(order_id, machine, 1, REPORT, MANIFEST, DELIVERY))
 
 
 @pytest.mark.parametrize("granted", [False, True])
@@ -433,14 +435,14 @@ def test_only_the_assigned_provider_reports_and_only_in_order(market: Market) ->
     with pytest.raises(NotAuthorized, match="belongs to provider"):
         rival.send(StartOrder(order_id, machine))
     with pytest.raises(InvalidState, match="when running"):
-        market.provider.send(CompleteOrder(order_id, machine, 1, REPORT))
+        market.provider.send(CompleteOrder(order_id, machine, 1, REPORT, MANIFEST, DELIVERY))
     market.provider.send(StartOrder(order_id, machine))
     with pytest.raises(InvalidState):
         market.provider.send(StartOrder(order_id, machine))
     with pytest.raises(NotAuthorized):
-        rival.send(CompleteOrder(order_id, machine, 1, REPORT))
+        rival.send(CompleteOrder(order_id, machine, 1, REPORT, MANIFEST, DELIVERY))
     with pytest.raises(NotAuthorized):
-        rival.send(FailOrder(order_id, machine, "sabotage"))
+        rival.send(FailOrder(order_id, machine, "sabotage", None))
     with pytest.raises(RecordNotFound):
         market.provider.send(StartOrder("or-0000000000000000", machine))
 

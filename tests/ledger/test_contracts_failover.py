@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from tests.ledger.test_contracts import Market, attrs
+from tests.ledger.test_contracts import DELIVERY, MANIFEST, REPORT, Market, attrs
 
-from cloister.errors import InvalidState, NotAuthorized, RecordNotFound
+from cloister.errors import InvalidState, NotAuthorized, RecordExists, RecordNotFound
 from cloister.ledger.contracts.failover import NO_MACHINE_LEFT
 from cloister.ledger.embedded import EmbeddedLedger
 from cloister.ledger.evm.ledger import EvmLedger
 from cloister.ledger.protocol import Ledger, TxReceipt
-from cloister.ledger.records import Checkpoint, Pricing
+from cloister.ledger.records import Checkpoint, Pricing, ResumeGrant
 from cloister.ledger.transactions import (
     CancelOrder,
     CompleteOrder,
     Heartbeat,
+    PostResumeGrant,
     ReassignOrder,
     RecordCheckpoint,
     StartOrder,
@@ -26,7 +28,7 @@ from cloister.ledger.verify import verify_ledger
 from cloister.ledger.wallet import Wallet
 
 CKPT = "sha256:" + "c1" * 32
-REPORT = "sha256:" + "5e" * 32
+NOTICE = "file:///blobs/notice"
 TIMEOUT = 120  # the suite's heartbeat_timeout
 
 
@@ -78,21 +80,24 @@ def test_a_dead_machine_is_replaced_and_each_provider_is_paid_its_share(
         market.developer.send(ReassignOrder(order_id, s.a))
     clock.advance(1800)
     market.provider.send(Heartbeat(s.a))
-    receipt = market.provider.send(RecordCheckpoint(order_id, s.a, 1, 1800, CKPT))
+    receipt = market.provider.send(RecordCheckpoint(order_id, s.a, 1, 1800, CKPT, NOTICE))
     assert attrs(receipt, "order.checkpointed") == {
         "order_id": order_id,
         "machine_id": s.a,
         "step": 1,
         "usage_seconds": 1800,
         "checkpoint_digest": CKPT,
+        "notice_uri": NOTICE,
     }
-    assert ledger.checkpoints(order_id) == [Checkpoint(order_id, s.a, s.compute_a, 1, 1800, CKPT, False, clock.now)]
+    assert ledger.checkpoints(order_id) == [
+        Checkpoint(order_id, s.a, s.compute_a, 1, 1800, CKPT, False, clock.now, NOTICE)
+    ]
     with pytest.raises(InvalidState, match="later step"):  # a replayed checkpoint
-        market.provider.send(RecordCheckpoint(order_id, s.a, 1, 1800, CKPT))
+        market.provider.send(RecordCheckpoint(order_id, s.a, 1, 1800, CKPT, NOTICE))
     with pytest.raises(InvalidState, match="no less usage"):
-        market.provider.send(RecordCheckpoint(order_id, s.a, 2, 1799, CKPT))
+        market.provider.send(RecordCheckpoint(order_id, s.a, 2, 1799, CKPT, NOTICE))
     with pytest.raises(NotAuthorized, match="provider"):
-        s.rival.send(RecordCheckpoint(order_id, s.a, 2, 1900, CKPT))
+        s.rival.send(RecordCheckpoint(order_id, s.a, 2, 1900, CKPT, NOTICE))
 
     clock.advance(TIMEOUT + 1)
     s.rival.send(Heartbeat(s.b))
@@ -108,10 +113,12 @@ def test_a_dead_machine_is_replaced_and_each_provider_is_paid_its_share(
         25_000_000,
     )
     assert ledger.grants(order_id) == []  # the keys sealed to the dead machine are void
-    assert ledger.checkpoints(order_id) == [Checkpoint(order_id, s.a, s.compute_a, 1, 1800, CKPT, True, clock.now)]
+    assert ledger.checkpoints(order_id) == [
+        Checkpoint(order_id, s.a, s.compute_a, 1, 1800, CKPT, True, clock.now, NOTICE)
+    ]
     assert ledger.orders(machine_id=s.a) == []
     with pytest.raises(NotAuthorized, match="not assigned"):
-        market.provider.send(RecordCheckpoint(order_id, s.a, 2, 1900, CKPT))
+        market.provider.send(RecordCheckpoint(order_id, s.a, 2, 1900, CKPT, NOTICE))
     with pytest.raises(NotAuthorized, match="not assigned"):
         market.developer.send(ReassignOrder(order_id, s.a))
 
@@ -119,10 +126,10 @@ def test_a_dead_machine_is_replaced_and_each_provider_is_paid_its_share(
     assert market.grant_all(order_id)[-1].events[-1].kind == "order.ready"
     assert {g.machine_id for g in ledger.grants(order_id)} == {s.b}
     with pytest.raises(InvalidState, match="only be checkpointed when running"):
-        s.rival.send(RecordCheckpoint(order_id, s.b, 1, 0, CKPT))
+        s.rival.send(RecordCheckpoint(order_id, s.b, 1, 0, CKPT, NOTICE))
     s.rival.send(StartOrder(order_id, s.b))
-    s.rival.send(RecordCheckpoint(order_id, s.b, 2, 600, CKPT))
-    receipt = s.rival.send(CompleteOrder(order_id, s.b, 99_999, REPORT))
+    s.rival.send(RecordCheckpoint(order_id, s.b, 2, 600, CKPT, NOTICE))
+    receipt = s.rival.send(CompleteOrder(order_id, s.b, 99_999, REPORT, MANIFEST, DELIVERY))
     # The final machine is capped by what is left of the 4 h lease: 14400 - 1800 = 12600 s, 14400 s in all.
     # model 2/h * 4h = 8; dataset fixed 0.5; acme 3/h * 0.5h = 1.5; rival 2/h * 3.5h = 7; refund 25 - 17 = 8.
     assert _payments(receipt) == sorted(
@@ -155,12 +162,13 @@ def test_with_no_machine_left_the_order_fails_and_pays_only_the_time_used(
     order_id = s.order_id
     market.running(order_id)
     clock.advance(7200)
-    market.provider.send(RecordCheckpoint(order_id, s.a, 5, 7200, CKPT))
+    market.provider.send(RecordCheckpoint(order_id, s.a, 5, 7200, CKPT, NOTICE))
     clock.advance(TIMEOUT + 1)
     s.rival.send(Heartbeat(s.b))
     before = s.balances()
     receipt = s.rival.send(ReassignOrder(order_id, s.a))
-    assert attrs(receipt, "order.failed") == {"order_id": order_id, "machine_id": s.a, "reason": NO_MACHINE_LEFT}
+    failed = {"order_id": order_id, "machine_id": s.a, "reason": NO_MACHINE_LEFT, "delivery_uri": None}
+    assert attrs(receipt, "order.failed") == failed
     # Per-hour prices for the 2 h used (model 4, acme 6), no fixed price; the other 15 go back.
     assert _payments(receipt) == sorted(
         [(market.owners[s.model].address, 4_000_000), (market.provider.address, 6_000_000)]
@@ -188,7 +196,7 @@ def test_a_machine_already_tried_is_not_drawn_again(market: Market, ledger: Ledg
     s = Setup(market)
     order_id = s.order_id
     with pytest.raises(InvalidState, match="only be checkpointed when running"):
-        market.provider.send(RecordCheckpoint(order_id, s.a, 1, 0, CKPT))
+        market.provider.send(RecordCheckpoint(order_id, s.a, 1, 0, CKPT, NOTICE))
     clock.advance(TIMEOUT + 1)
     s.rival.send(Heartbeat(s.b))
     market.developer.send(ReassignOrder(order_id, s.a))  # never started: nothing metered, nothing to pay
@@ -208,7 +216,7 @@ def test_cancelling_after_a_fail_over_still_pays_the_dead_machine(market: Market
     s = Setup(market)
     order_id = s.order_id
     market.running(order_id)
-    market.provider.send(RecordCheckpoint(order_id, s.a, 1, 3600, CKPT))
+    market.provider.send(RecordCheckpoint(order_id, s.a, 1, 3600, CKPT, NOTICE))
     clock.advance(TIMEOUT + 1)
     s.rival.send(Heartbeat(s.b))
     market.developer.send(ReassignOrder(order_id, s.a))
@@ -234,5 +242,51 @@ def test_unknown_orders_and_machines_are_refused(market: Market, ledger: Ledger)
     with pytest.raises(NotAuthorized, match="not assigned"):
         market.developer.send(ReassignOrder(s.order_id, s.b))
     with pytest.raises(NotAuthorized, match="not assigned"):
-        s.rival.send(RecordCheckpoint(s.order_id, s.b, 1, 0, CKPT))
+        s.rival.send(RecordCheckpoint(s.order_id, s.b, 1, 0, CKPT, NOTICE))
     assert ledger.checkpoints(s.order_id) == []
+
+
+@pytest.mark.evm_pending
+def test_the_owner_hands_the_latest_checkpoint_to_the_machine_that_takes_over(
+    market: Market, ledger: Ledger, clock: Any
+) -> None:
+    s = Setup(market)
+    order_id = s.order_id
+    market.running(order_id)
+    market.provider.send(RecordCheckpoint(order_id, s.a, 1, 600, CKPT, NOTICE))
+    later = "sha256:" + "c3" * 32
+    market.provider.send(RecordCheckpoint(order_id, s.a, 3, 1200, later, NOTICE + "-3"))
+    grant = PostResumeGrant(order_id, s.b, b"checkpoint key sealed to b")
+    with pytest.raises(InvalidState, match="resume grant when pending_grants or ready"):
+        market.developer.send(dataclasses.replace(grant, machine_id=s.a))
+    clock.advance(TIMEOUT + 1)
+    s.rival.send(Heartbeat(s.b))
+    market.developer.send(ReassignOrder(order_id, s.a))
+    with pytest.raises(NotAuthorized, match="only its owner"):
+        s.rival.send(grant)
+    with pytest.raises(NotAuthorized, match="not assigned"):
+        market.developer.send(dataclasses.replace(grant, machine_id=s.a))
+    receipt = market.developer.send(grant)
+    assert attrs(receipt, "order.resume_granted") == {
+        "order_id": order_id,
+        "machine_id": s.b,
+        "checkpoint_digest": later,
+    }
+    assert ledger.resume_grants(order_id) == [ResumeGrant(order_id, s.b, later, grant.sealed_key, clock.now)]
+    (released,) = ledger.checkpoints(order_id)
+    assert (released.step, released.notice_uri, released.released) == (3, NOTICE + "-3", True)
+    with pytest.raises(RecordExists, match="already holds a resume grant"):
+        market.developer.send(grant)
+
+
+@pytest.mark.evm_pending
+def test_there_is_no_resume_grant_without_a_checkpoint(market: Market, ledger: Ledger, clock: Any) -> None:
+    s = Setup(market)
+    clock.advance(TIMEOUT + 1)
+    s.rival.send(Heartbeat(s.b))
+    market.developer.send(ReassignOrder(s.order_id, s.a))  # never started: no checkpoint to resume from
+    with pytest.raises(InvalidState, match="nothing to resume from"):
+        market.developer.send(PostResumeGrant(s.order_id, s.b, b"k"))
+    assert ledger.resume_grants(s.order_id) == []
+    with pytest.raises(RecordNotFound):
+        ledger.resume_grants("or-0000000000000000")

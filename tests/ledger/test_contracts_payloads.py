@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
+from cloister.consensus.commitment import MAX_COMMITMENT
 from cloister.errors import InvalidTransaction
 from cloister.ledger.records import (
+    MAX_ADAPTERS,
     MAX_REASON,
     MAX_SEALED_KEY,
     MAX_TCB_EVIDENCE,
@@ -23,22 +25,30 @@ from cloister.ledger.transactions import (
     CompleteOrder,
     CreateOffer,
     CreateOrder,
+    DepositCredit,
     DepositStake,
     FailOrder,
     FaucetDrip,
     Heartbeat,
+    OpenDispute,
     Payload,
     PostGrant,
+    PostResumeGrant,
     ReassignOrder,
     RecordCheckpoint,
     RefuseGrant,
     RegisterAccount,
+    RegisterEndpoint,
     RegisterMachine,
     RegisterProvider,
+    ReportTimeout,
     RetireMachine,
     RetireOffer,
+    SettleUsage,
     StartOrder,
+    StopDeployment,
     Transfer,
+    WithdrawCredit,
     WithdrawStake,
     parse_payload,
 )
@@ -49,6 +59,8 @@ MACHINE = "mc-0123456789abcdef"
 OFFER = "of-0123456789abcdef"
 OFFER2 = "of-1123456789abcdef"
 ORDER = "or-0123456789abcdef"
+URI = "file:///blobs/ab/cd"
+DEPLOYMENT = {"price_per_1k_tokens": 2000, "gateway": ADDR, "consensus": "sampling:3", "max_new_tokens": 64}
 
 EXAMPLES: list[Payload] = [
     RegisterAccount("alice", b"\x02" * 32),
@@ -70,24 +82,33 @@ EXAMPLES: list[Payload] = [
     PostGrant(ORDER, OFFER, MACHINE, b"sealed"),
     RefuseGrant(ORDER, OFFER, MACHINE, "debug TCB"),
     StartOrder(ORDER, MACHINE),
-    CompleteOrder(ORDER, MACHINE, 3600, DIGEST),
-    RecordCheckpoint(ORDER, MACHINE, 3, 1800, DIGEST),
+    CompleteOrder(ORDER, MACHINE, 3600, DIGEST, DIGEST, URI),
+    RecordCheckpoint(ORDER, MACHINE, 3, 1800, DIGEST, URI),
+    PostResumeGrant(ORDER, MACHINE, b"sealed checkpoint key"),
     ReassignOrder(ORDER, MACHINE),
-    FailOrder(ORDER, MACHINE, "engine crashed"),
+    FailOrder(ORDER, MACHINE, "engine crashed", URI),
     CancelOrder(ORDER),
+    RegisterEndpoint(ORDER, MACHINE, "http://127.0.0.1:8701", b"\x07" * 32, b"\x09" * 64),
+    StopDeployment(ORDER),
+    DepositCredit(ORDER, 5),
+    WithdrawCredit(ORDER, 5),
+    SettleUsage(ORDER, ADDR, 1200, DIGEST),
+    OpenDispute(ORDER, DIGEST, (b"first commitment", b"second commitment")),
+    ReportTimeout(ORDER, MACHINE, DIGEST),
 ]
+INFERENCE = CreateOrder("inference", OFFER, (), OFFER, None, DEPLOYMENT, 2, 3, 100, (OFFER2,))
 
 
 def test_every_type_has_an_example() -> None:
     assert {type(p) for p in EXAMPLES} == set(PAYLOAD_TYPES.values())
 
 
-@pytest.mark.parametrize("payload", EXAMPLES, ids=lambda p: p.TYPE)
+@pytest.mark.parametrize("payload", [*EXAMPLES, INFERENCE], ids=lambda p: p.TYPE)
 def test_round_trip(payload: Payload) -> None:
     assert parse_payload(payload.TYPE, payload.to_payload()) == payload
 
 
-@pytest.mark.parametrize("payload", EXAMPLES, ids=lambda p: p.TYPE)
+@pytest.mark.parametrize("payload", [*EXAMPLES, INFERENCE], ids=lambda p: p.TYPE)
 def test_truncated_extended_and_mistyped_payloads(payload: Payload) -> None:
     data = payload.to_payload()
     for name in data:
@@ -110,7 +131,8 @@ def _bad(payload: Payload, **changes: Any) -> None:
 
 
 def test_amounts_must_be_positive_integers() -> None:
-    for example in (FaucetDrip(1), DepositStake(1), WithdrawStake(1), Transfer(ADDR, 1)):
+    examples = (FaucetDrip(1), DepositStake(1), WithdrawStake(1), Transfer(ADDR, 1), DepositCredit(ORDER, 1))
+    for example in (*examples, WithdrawCredit(ORDER, 1)):
         for amount in (0, -1, True, 1.5, "1", 1 << 63):
             _bad(example, amount=amount)
 
@@ -119,8 +141,20 @@ def test_addresses_ids_and_digests_are_checked() -> None:
     _bad(Transfer(ADDR, 1), to="cl" + "zz" * 20)
     _bad(Heartbeat(MACHINE), machine_id=OFFER)
     _bad(RetireOffer(OFFER), offer_id="of-short")
-    _bad(CompleteOrder(ORDER, MACHINE, 1, DIGEST), report_digest="sha1:" + "0" * 40)
-    _bad(CompleteOrder(ORDER, MACHINE, 1, DIGEST), usage_seconds=-1)
+    complete = CompleteOrder(ORDER, MACHINE, 1, DIGEST, None, URI)
+    assert parse_payload(complete.TYPE, complete.to_payload()) == complete
+    _bad(complete, report_digest="sha1:" + "0" * 40)
+    _bad(complete, manifest_digest="sha256:" + "0" * 63)
+    _bad(complete, usage_seconds=-1)
+    _bad(complete, delivery_uri="")
+    _bad(complete, delivery_uri=None)
+    _bad(complete, delivery_uri="u" * 2049)
+    _bad(FailOrder(ORDER, MACHINE, "x", None), delivery_uri="")
+    _bad(SettleUsage(ORDER, ADDR, 1, DIGEST), user=MACHINE)
+    _bad(SettleUsage(ORDER, ADDR, 1, DIGEST), tokens=0)
+    _bad(SettleUsage(ORDER, ADDR, 1, DIGEST), receipts_digest="sha256:" + "AB" * 32)
+    _bad(ReportTimeout(ORDER, MACHINE, DIGEST), request_digest=None)
+    _bad(StopDeployment(ORDER), order_id=OFFER)
     _bad(RegisterAccount("a", b"\x00" * 32), sealing_key="00" * 33)
 
 
@@ -136,7 +170,12 @@ def test_size_limits() -> None:
     _bad(refusal, reason="r" * (MAX_REASON + 1))
     _bad(refusal, reason="")
     assert parse_payload(refusal.TYPE, {**refusal.to_payload(), "reason": "é" * MAX_REASON}).reason == "é" * MAX_REASON
-    checkpoint = RecordCheckpoint(ORDER, MACHINE, 1, 0, DIGEST)
+    checkpoint = RecordCheckpoint(ORDER, MACHINE, 1, 0, DIGEST, URI)
+    _bad(checkpoint, notice_uri="")
+    _bad(checkpoint, notice_uri="n" * 2049)
+    resume = PostResumeGrant(ORDER, MACHINE, b"k")
+    _bad(resume, sealed_key=base64.b64encode(b"x" * (MAX_SEALED_KEY + 1)).decode())
+    _bad(resume, sealed_key="")
     _bad(checkpoint, step=0)
     _bad(checkpoint, usage_seconds=-1)
     _bad(checkpoint, checkpoint_digest=None)
@@ -155,6 +194,45 @@ def test_order_rules() -> None:
     _bad(order, params={"lr": 0.0002})  # floats have two spellings: hyper-parameters are strings or integers
     _bad(order, params={"blob": "x" * MAX_PARAMS})
     parse_payload(order.TYPE, {**order.to_payload(), "params": {"blob": "x" * (MAX_PARAMS - 20)}})
+
+
+def test_deployment_order_rules() -> None:
+    _bad(INFERENCE, dataset_offers=[OFFER2])
+    _bad(INFERENCE, adapter_offers=[OFFER])  # the base model is not its own adapter
+    _bad(INFERENCE, adapter_offers=[OFFER2, OFFER2])
+    adapters = [f"of-{i:016x}" for i in range(1, MAX_ADAPTERS + 2)]
+    _bad(INFERENCE, adapter_offers=adapters)
+    parse_payload(INFERENCE.TYPE, {**INFERENCE.to_payload(), "adapter_offers": adapters[:MAX_ADAPTERS]})
+    parse_payload(INFERENCE.TYPE, {**INFERENCE.to_payload(), "adapter_offers": []})
+    _bad(INFERENCE, replicas=0)
+    _bad(INFERENCE, replicas=65)
+    for name in ("price_per_1k_tokens", "gateway"):
+        _bad(INFERENCE, params={k: v for k, v in DEPLOYMENT.items() if k != name})
+    for price in (-1, True, "2000", 1 << 63):
+        _bad(INFERENCE, params={**DEPLOYMENT, "price_per_1k_tokens": price})
+    _bad(INFERENCE, params={**DEPLOYMENT, "gateway": MACHINE})
+    _bad(INFERENCE, params={**DEPLOYMENT, "consensus": 3})
+    _bad(INFERENCE, params={**DEPLOYMENT, "consensus": "s" * 129})
+    parse_payload(INFERENCE.TYPE, {**INFERENCE.to_payload(), "params": {**DEPLOYMENT, "consensus": None}})
+    finetune = CreateOrder("finetune", OFFER, (OFFER2,), OFFER, None, {}, 2, 1, 0)
+    _bad(finetune, adapter_offers=[OFFER])
+
+
+def test_deployment_payload_rules() -> None:
+    endpoint = EXAMPLES[-7]
+    assert isinstance(endpoint, RegisterEndpoint)
+    for url in ("ftp://host", "http://host with space", "127.0.0.1:80", "", "http://" + "h" * 2048):
+        _bad(endpoint, url=url)
+    _bad(endpoint, deployment_key="07" * 31)
+    _bad(endpoint, key_signature="09" * 65)
+    dispute = OpenDispute(ORDER, DIGEST, (b"a", b"b"))
+    _bad(dispute, commitments=[base64.b64encode(b"a").decode()])  # a dispute needs two sides
+    _bad(dispute, commitments=[base64.b64encode(b"a").decode(), "not base64!"])
+    _bad(dispute, commitments=[base64.b64encode(b"a").decode(), ""])
+    big = base64.b64encode(b"x" * (MAX_COMMITMENT + 1)).decode()
+    _bad(dispute, commitments=[base64.b64encode(b"a").decode(), big])
+    _bad(dispute, commitments=[base64.b64encode(b"%d" % i).decode() for i in range(65)])
+    _bad(dispute, commitments="YQ==")
 
 
 def test_offer_rules() -> None:

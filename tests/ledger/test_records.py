@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 from typing import Any
 
 import pytest
@@ -15,6 +16,11 @@ from cloister.ledger.records import (
     REVENUE_SHARE,
     Account,
     Challenge,
+    Checkpoint,
+    Credit,
+    DeploymentTerms,
+    Dispute,
+    Endpoint,
     JsonRecord,
     KeyGrant,
     Machine,
@@ -24,8 +30,11 @@ from cloister.ledger.records import (
     Pricing,
     Provider,
     Restrictions,
+    ResumeGrant,
+    Timeout,
     derive_id,
     is_record_id,
+    latest_released,
 )
 
 ADDR = "cl" + "ab" * 20
@@ -135,15 +144,63 @@ RECORDS: list[JsonRecord] = [
     KeyGrant(ORDER, OFFER, MACHINE, ADDR, b"sealed-bytes", 9),
 ]
 CHALLENGE = RECORDS[-2]
+DEPLOYMENT = Order(
+    ORDER,
+    ADDR,
+    "inference",
+    OFFER,
+    (),
+    OFFER,
+    OFFER2,
+    {"price_per_1k_tokens": 2000, "gateway": ADDR},
+    3,
+    2,
+    100,
+    100,
+    "running",
+    (MACHINE, "mc-1123456789abcdef"),
+    5,
+    6,
+    None,
+    0,
+    None,
+    None,
+    adapter_offers=(OFFER2,),
+)
+COMPLETED = dataclasses.replace(
+    DEPLOYMENT,
+    kind="finetune",
+    dataset_offers=(OFFER2,),
+    adapter_offers=(),
+    state="completed",
+    manifest_digest=DIGEST,
+    delivery_uri="file:///d",
+)
+CHECKPOINT = Checkpoint(ORDER, MACHINE, OFFER2, 4, 1800, DIGEST, True, 12, "file:///notice")
+ENDPOINT = Endpoint(ORDER, MACHINE, "https://node-1.example:8443/v1", b"\x07" * 32, b"\x09" * 64, 20, None)
+DISPUTE = Dispute("dp-0123456789abcdef", ORDER, DIGEST, (b"one", b"two"), DIGEST, (MACHINE,), (), 50, ADDR, 30)
+INFERENCE_RECORDS: list[JsonRecord] = [
+    DEPLOYMENT,
+    COMPLETED,
+    CHECKPOINT,
+    Checkpoint(ORDER, MACHINE, OFFER2, 0, 0, None, False, 12, None),
+    ResumeGrant(ORDER, MACHINE, DIGEST, b"sealed", 13),
+    ENDPOINT,
+    Endpoint(ORDER, MACHINE, "http://127.0.0.1:9000", b"\x07" * 32, b"\x09" * 64, 20, 40),
+    Credit(ORDER, ADDR, 10, 5, 21),
+    DISPUTE,
+    Dispute("dp-0123456789abcdef", ORDER, DIGEST, (b"one", b"two", b"three"), None, (), (), 0, ADDR, 30),
+    Timeout(ORDER, MACHINE, DIGEST, 7, 31),
+]
 
 
-@pytest.mark.parametrize("record", RECORDS, ids=lambda r: type(r).__name__)
+@pytest.mark.parametrize("record", RECORDS + INFERENCE_RECORDS, ids=lambda r: type(r).__name__)
 def test_round_trip(record: JsonRecord) -> None:
     data = record.to_json()
     assert type(record).from_json(data) == record
 
 
-@pytest.mark.parametrize("record", RECORDS, ids=lambda r: type(r).__name__)
+@pytest.mark.parametrize("record", RECORDS + INFERENCE_RECORDS, ids=lambda r: type(r).__name__)
 def test_truncated_and_extended_records_are_refused(record: JsonRecord) -> None:
     data = record.to_json()
     for name in data:
@@ -208,6 +265,27 @@ def _tampered(record: JsonRecord, **changes: Any) -> dict[str, Any]:
         (RECORDS[8], {"dataset_offers": []}, "dataset_offers"),
         (RECORDS[8], {"machines": "mc-0123456789abcdef"}, "machines"),
         (RECORDS[-1], {"sealed_key": base64.b64encode(b"x" * 4097).decode()}, "sealed_key"),
+        (DEPLOYMENT, {"kind": "serving"}, "kind"),
+        (DEPLOYMENT, {"dataset_offers": [OFFER2]}, "dataset_offers"),
+        (DEPLOYMENT, {"adapter_offers": [OFFER]}, "adapter_offers"),
+        (DEPLOYMENT, {"adapter_offers": [f"of-{i:016x}" for i in range(1, 10)]}, "adapter_offers"),
+        (COMPLETED, {"adapter_offers": [OFFER]}, "adapter_offers"),
+        (COMPLETED, {"manifest_digest": "sha256:short"}, "manifest_digest"),
+        (COMPLETED, {"delivery_uri": ""}, "delivery_uri"),
+        (CHECKPOINT, {"notice_uri": 3}, "notice_uri"),
+        (ENDPOINT, {"url": "ftp://x"}, "url"),
+        (ENDPOINT, {"url": "http://a b"}, "url"),
+        (ENDPOINT, {"deployment_key": "07" * 33}, "deployment_key"),
+        (ENDPOINT, {"key_signature": "09" * 32}, "key_signature"),
+        (ENDPOINT, {"removed_at": -1}, "removed_at"),
+        (DISPUTE, {"dispute_id": "or-0123456789abcdef"}, "dispute_id"),
+        (DISPUTE, {"commitments": ["b25l"]}, "commitments"),
+        (DISPUTE, {"commitments": ["b25l", "b25l="]}, "commitments"),
+        (DISPUTE, {"slashed": [ADDR]}, "slashed"),
+        (DISPUTE, {"output_digest": "sha256:"}, "output_digest"),
+        (INFERENCE_RECORDS[7], {"user": MACHINE}, "user"),
+        (INFERENCE_RECORDS[7], {"balance": -5}, "balance"),
+        (INFERENCE_RECORDS[-1], {"request_digest": None}, "request_digest"),
     ],
 )
 def test_tampered_fields_are_named(record: JsonRecord, changes: dict[str, Any], field: str) -> None:
@@ -257,10 +335,10 @@ def test_pricing_must_fit_its_model(model: str, amount: int, share_bps: int, ok:
 def test_pricing_arithmetic() -> None:
     per_hour = Pricing(PER_HOUR, 3_600_000, 0)
     assert per_hour.deposit(lease_hours=4, replicas=2) == 28_800_000
-    assert per_hour.charge(usage_seconds=5400, replicas=1) == 5_400_000
-    assert Pricing(PER_HOUR, 7, 0).charge(usage_seconds=1000, replicas=1) == 1  # 7000 // 3600, floored
-    assert Pricing(FIXED, 9, 0).deposit(100, 3) == 9 == Pricing(FIXED, 9, 0).charge(0, 3)
-    assert Pricing(FREE, 0, 0).deposit(5, 1) == 0 == Pricing(REVENUE_SHARE, 0, 500).charge(3600, 1)
+    assert per_hour.charge(usage_seconds=5400) == 5_400_000
+    assert Pricing(PER_HOUR, 7, 0).charge(usage_seconds=1000) == 1  # 7000 // 3600, floored
+    assert Pricing(FIXED, 9, 0).deposit(100, 3) == 9 == Pricing(FIXED, 9, 0).charge(0)
+    assert Pricing(FREE, 0, 0).deposit(5, 1) == 0 == Pricing(REVENUE_SHARE, 0, 500).charge(3600)
 
 
 def test_ids_come_from_the_creating_transaction() -> None:
@@ -277,3 +355,25 @@ def test_order_lists_its_content_offers_in_grant_order() -> None:
     order = RECORDS[8]
     assert isinstance(order, Order)
     assert order.content_offers == (OFFER, OFFER2, OFFER)
+
+
+def test_a_deployment_reads_its_adapters_before_its_engine() -> None:
+    assert DEPLOYMENT.content_offers == (OFFER, OFFER2, OFFER)
+    assert DISPUTE.to_json()["commitments"] == [base64.b64encode(b"one").decode(), base64.b64encode(b"two").decode()]
+
+
+def test_deployment_terms_come_from_the_params() -> None:
+    terms = DeploymentTerms.of({"price_per_1k_tokens": 5, "gateway": ADDR, "temperature": "0.7"})
+    assert terms == DeploymentTerms(5, ADDR, None)
+    assert DeploymentTerms.of({"price_per_1k_tokens": 0, "gateway": ADDR, "consensus": "single"}).consensus == "single"
+    for bad in ({"gateway": ADDR}, {"price_per_1k_tokens": 1}, {"price_per_1k_tokens": -1, "gateway": ADDR}):
+        with pytest.raises(MalformedInput, match="inference order params"):
+            DeploymentTerms.of(bad)
+
+
+def test_a_fine_tune_resumes_from_its_latest_released_checkpoint() -> None:
+    older = Checkpoint(ORDER, "mc-1123456789abcdef", OFFER2, 2, 600, DIGEST, True, 5, None)
+    running = Checkpoint(ORDER, "mc-2123456789abcdef", OFFER2, 9, 900, DIGEST, False, 5, None)
+    seat = Checkpoint(ORDER, "mc-3123456789abcdef", OFFER2, 0, 0, None, True, 5, None)
+    assert latest_released([older, CHECKPOINT, running, seat]) == CHECKPOINT
+    assert latest_released([running, seat]) is None

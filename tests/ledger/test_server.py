@@ -199,6 +199,12 @@ def test_unknown_routes_and_methods_are_json(client: httpx.Client) -> None:
         ("/v1/head?x=1", "no parameters"),
         ("/v1/orders?state=sideways", "state"),
         ("/v1/offers?kind=cheese", "kind"),
+        ("/v1/blocks/x/hash", "block height"),
+        ("/v1/blocks/-1/hash", "block height"),
+        ("/v1/blocks/" + "9" * 20 + "/hash", "block height"),
+        ("/v1/blocks/0/hash?x=1", "no parameters"),
+        ("/v1/orders/or-0000000000000000/endpoints?x=1", "no parameters"),
+        (f"/v1/orders/or-0000000000000000/credits/{'cl' + 'zz' * 20}", "not an account address"),
     ],
 )
 def test_bad_query_parameters_are_400_and_named(client: httpx.Client, path: str, fragment: str) -> None:
@@ -209,6 +215,9 @@ def test_bad_query_parameters_are_400_and_named(client: httpx.Client, path: str,
 def test_a_missing_record_is_404_not_found(client: httpx.Client) -> None:
     error_of(client.get(f"/v1/accounts/{Identity.generate().address}"), 404, "not_found")
     error_of(client.get("/v1/orders/or-0000000000000000"), 404, "not_found")
+    for what in ("endpoints", "disputes", "timeouts", "resume-grants", f"credits/{Identity.generate().address}"):
+        error_of(client.get(f"/v1/orders/or-0000000000000000/{what}"), 404, "not_found")
+    assert "no block at height 1" in error_of(client.get("/v1/blocks/1/hash"), 404, "not_found")
 
 
 def test_an_unexpected_failure_is_a_500_without_traceback_and_is_logged(

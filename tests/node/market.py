@@ -25,7 +25,6 @@ from cloister.ledger.embedded import EmbeddedLedger
 from cloister.ledger.genesis import UNITS_PER_TOKEN, ContractParams, Genesis, policy_json
 from cloister.ledger.records import Offer, Pricing, Restrictions
 from cloister.node.controller import ProviderNode
-from cloister.node.delivery import DeliveryBoard
 from cloister.node.keys import load_or_create_loader_identity
 from cloister.node.platform import SimPlatform
 from cloister.runtime.archive import pack_folder
@@ -71,7 +70,6 @@ class Market:
     ledger: EmbeddedLedger
     store: LocalBlobStore
     vendor: SimVendor
-    board: DeliveryBoard
     clients: dict[str, Client] = field(default_factory=dict)
 
     @property
@@ -98,7 +96,6 @@ class Market:
             loader=load_or_create_loader_identity(folder),
             platform=SimPlatform(self.vendor, f"{name}-chip", debug=debug),
             folder=folder,
-            board=self.board,
             price_per_hour=price_per_hour,
             run_timeout=300,
             threads=1,
@@ -132,4 +129,4 @@ def make_market(root: Path) -> Market:
         faucet_limit=1_000_000 * UNITS_PER_TOKEN, attestation_policy=_chain_policy(), sim_roots=(vendor.root_pem,)
     )
     ledger = EmbeddedLedger.create(root / "ledger.db", Genesis("cloister-test", int(time.time()), params))
-    return Market(root, ledger, LocalBlobStore(root / "blobs"), vendor, DeliveryBoard(root / "deliveries"))
+    return Market(root, ledger, LocalBlobStore(root / "blobs"), vendor)

@@ -60,6 +60,7 @@ def test_order_runs_settles_and_only_the_owner_opens_the_adapter(market: Market,
     (result,) = node.run_ready()
     done = market.ledger.order(order.order_id)
     assert done.state == COMPLETED and done.report_digest == result.report_digest
+    assert done.manifest_digest == result.manifest_digest is not None and done.delivery_uri is not None
     assert done.usage_seconds == result.report.report.usage.seconds
 
     # payments: fixed prices in full, per-hour prices by the metered second, the rest refunded
@@ -72,7 +73,7 @@ def test_order_runs_settles_and_only_the_owner_opens_the_adapter(market: Market,
     assert market.ledger.account(developer.address).balance == 1000 * UNITS_PER_TOKEN - spent
 
     out = tmp_path / "result"
-    opened = fetch_result(developer, order.order_id, out, board=market.board, policy=DEVNET_POLICY, roots=market.roots)
+    opened = fetch_result(developer, order.order_id, out, policy=DEVNET_POLICY, roots=market.roots)
     assert (out / "adapter" / "adapter_config.json").is_file()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["loss_curve"], "the engine really trained"
@@ -86,6 +87,7 @@ def test_order_runs_settles_and_only_the_owner_opens_the_adapter(market: Market,
         "ledger digest",
         "offers",
         "manifest subjects",
+        "manifest digest",
     ):
         assert any(name == expected or name.endswith(expected) for name in names), (expected, names)
     assert opened.verified.manifest is not None
@@ -96,8 +98,8 @@ def test_order_runs_settles_and_only_the_owner_opens_the_adapter(market: Market,
     # nobody else opens the adapter: not the provider, not a data owner
     for other in (market.clients["provider"], clinic):
         with pytest.raises(NotAuthorized):
-            fetch_result(other, order.order_id, tmp_path / "stolen", board=market.board, policy=DEVNET_POLICY)
-    delivery = fetch_delivery(market.store, market.board, order.order_id)
+            fetch_result(other, order.order_id, tmp_path / "stolen", policy=DEVNET_POLICY)
+    delivery = fetch_delivery(market.store, done)
     report = opened.verified.report
     with pytest.raises(IntegrityError):
         open_result(

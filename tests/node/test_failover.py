@@ -1,13 +1,12 @@
 """Fail-over: a node process killed with SIGKILL mid-training; the order moves to another machine and resumes.
 
-The first node is a real subprocess sharing the ledger file, blob store and delivery board, so the kill is real.
+The first node is a real subprocess sharing the ledger file and blob store, so the kill is real.
 The tiny-model engine is deterministic given the seed, so the resumed adapter must equal an uninterrupted run's.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 import signal
@@ -25,13 +24,12 @@ from cloister.attest.sim import SimVendor
 from cloister.client.orders import create_order, fetch_result, reassign_order
 from cloister.client.sdk import Client
 from cloister.crypto.identity import Identity
-from cloister.errors import BindingMismatch, InvalidSignature, InvalidState, MalformedInput
+from cloister.errors import BindingMismatch, InvalidSignature, InvalidState, MalformedInput, RecordNotFound
 from cloister.ledger.embedded import EmbeddedLedger
 from cloister.ledger.genesis import UNITS_PER_TOKEN, ContractParams, Genesis
-from cloister.ledger.records import COMPLETED, PENDING_GRANTS, READY, Order
+from cloister.ledger.records import COMPLETED, PENDING_GRANTS, READY, Order, latest_released
 from cloister.ledger.records import Checkpoint as CheckpointRecord
-from cloister.node.delivery import DeliveryBoard
-from cloister.node.resume import NOTICE, RESUME, CheckpointKey, fetch_checkpoint_key, latest_released
+from cloister.node.resume import CheckpointNotice, fetch_notice, publish_notice
 from cloister.provenance.report import Checkpoint
 from cloister.storage import LocalBlobStore
 
@@ -45,7 +43,6 @@ from cloister.attest.sim import SimVendor
 from cloister.client.sdk import Client
 from cloister.ledger.embedded import EmbeddedLedger
 from cloister.node.controller import ProviderNode
-from cloister.node.delivery import DeliveryBoard
 from cloister.node.keys import load_or_create_loader_identity
 from cloister.node.platform import SimPlatform
 from cloister.storage import LocalBlobStore
@@ -61,7 +58,6 @@ node = ProviderNode(
     loader=load_or_create_loader_identity(folder),
     platform=SimPlatform(SimVendor.generate(), "unused"),  # the machine is registered already: reused
     folder=folder,
-    board=DeliveryBoard(root / "deliveries"),
     price_per_hour=int(sys.argv[2]),
     threads=1,
 )
@@ -79,7 +75,7 @@ def market(tmp_path: Path) -> Iterator[Market]:
         heartbeat_timeout=2,
     )
     ledger = EmbeddedLedger.create(tmp_path / "ledger.db", Genesis("cloister-test", int(time.time()), params))
-    yield Market(tmp_path, ledger, LocalBlobStore(tmp_path / "blobs"), vendor, DeliveryBoard(tmp_path / "deliveries"))
+    yield Market(tmp_path, ledger, LocalBlobStore(tmp_path / "blobs"), vendor)
     ledger.close()
 
 
@@ -155,8 +151,8 @@ def test_a_killed_node_is_replaced_and_the_job_resumes_from_its_checkpoint(marke
     node2.heartbeat()
     moved = reassign_order(watchdog, order.order_id)
     assert moved.state == PENDING_GRANTS and moved.machines == (node2.machine_id,)
-    released = latest_released(market.ledger, order.order_id)
-    assert released is not None and released.machine_id == node1.machine_id
+    released = latest_released(market.ledger.checkpoints(order.order_id))
+    assert released is not None and released.machine_id == node1.machine_id and released.notice_uri is not None
     share = released.usage_seconds  # what node1's provider is paid for
 
     assert node2.run_ready() == [], "nothing runs before the content owners re-grant"
@@ -165,10 +161,11 @@ def test_a_killed_node_is_replaced_and_the_job_resumes_from_its_checkpoint(marke
     assert market.ledger.order(order.order_id).state == READY
     assert node2.run_ready() == [], "the order waits for the owner's checkpoint grant instead of starting over"
     owner_keeper = market.keeper("developer")
-    owner_keeper.board = market.board
     (decision,) = owner_keeper.run_once()
     assert decision.granted and decision.machine_id == node2.machine_id
     assert owner_keeper.run_once() == [], "granted once"
+    (grant,) = market.ledger.resume_grants(order.order_id)
+    assert (grant.machine_id, grant.checkpoint_digest) == (node2.machine_id, released.checkpoint_digest)
 
     (result,) = node2.run_ready()
     done = market.ledger.order(order.order_id)
@@ -177,7 +174,7 @@ def test_a_killed_node_is_replaced_and_the_job_resumes_from_its_checkpoint(marke
     assert report.checkpoints[0].step == released.step, "the report names the checkpoint it resumed from"
     assert report.usage.steps == STEPS - released.step, "only the steps after the checkpoint ran on node2"
     out = tmp_path / "resumed"
-    fetch_result(developer, order.order_id, out, board=market.board, policy=DEVNET_POLICY, roots=market.roots)
+    fetch_result(developer, order.order_id, out, policy=DEVNET_POLICY, roots=market.roots)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["resumed_from_step"] == released.step
 
@@ -201,7 +198,6 @@ def test_a_killed_node_is_replaced_and_the_job_resumes_from_its_checkpoint(marke
         market.clients["developer2"],
         reference.order_id,
         ref_out,
-        board=market.board,
         policy=DEVNET_POLICY,
         roots=market.roots,
     )
@@ -213,39 +209,36 @@ def test_a_killed_node_is_replaced_and_the_job_resumes_from_its_checkpoint(marke
         assert (out / "adapter" / name).read_bytes() == (ref_out / "adapter" / name).read_bytes()
 
 
-def test_checkpoint_key_documents_refuse_malformed_truncated_tampered_and_replayed_input(tmp_path: Path) -> None:
-    owner, other = Identity.generate(), Identity.generate()
+def test_checkpoint_notices_refuse_malformed_truncated_tampered_and_replayed_input(tmp_path: Path) -> None:
+    loader, other = Identity.generate(), Identity.generate()
     digest = "sha256:" + "ab" * 32
     point = Checkpoint(step=8, digest=digest, uri="file:///x", at=1)
-    key = CheckpointKey(RESUME, "or-" + "0" * 16, "mc-" + "1" * 16, point, b"sealed")
-    data = key.to_bytes(owner)
-    assert CheckpointKey.parse(data, RESUME, owner.public.signing_key) == key
+    notice = CheckpointNotice("or-" + "0" * 16, "mc-" + "1" * 16, point, b"sealed")
+    data = notice.to_bytes(loader)
+    assert CheckpointNotice.parse(data, loader.public.signing_key) == notice
     with pytest.raises(MalformedInput):
-        CheckpointKey.parse(data[:-5], RESUME, owner.public.signing_key)
+        CheckpointNotice.parse(data[:-5], loader.public.signing_key)
     with pytest.raises(MalformedInput):
-        CheckpointKey.parse(b"[]", RESUME, owner.public.signing_key)
+        CheckpointNotice.parse(b"[]", loader.public.signing_key)
     with pytest.raises(MalformedInput):
-        CheckpointKey.parse(data, NOTICE, owner.public.signing_key)
-    with pytest.raises(InvalidSignature):
-        CheckpointKey.parse(data.replace(b'"step":8', b'"step":9'), RESUME, owner.public.signing_key)
-    with pytest.raises(InvalidSignature):
-        CheckpointKey.parse(key.to_bytes(other), RESUME, owner.public.signing_key)
-
-    # replayed: a valid grant for one machine announced for another, or for a checkpoint the ledger did not release
-    store, board = LocalBlobStore(tmp_path / "blobs"), DeliveryBoard(tmp_path / "board")
-    uri = store.put(io.BytesIO(data)).uri
-    elsewhere = "mc-" + "2" * 16
-    board.announce(key.order_id, uri, entry=f"resume-{elsewhere}")
-    record = CheckpointRecord(key.order_id, key.machine_id, "of-" + "3" * 16, 8, 10, digest, True, 1)
-    with pytest.raises(BindingMismatch):
-        fetch_checkpoint_key(store, board, RESUME, record, machine_id=elsewhere, signing_key=owner.public.signing_key)
-    board.announce(key.order_id, uri, entry=key.entry)
-    newer = dataclasses.replace(record, step=12)
-    with pytest.raises(BindingMismatch):
-        fetch_checkpoint_key(
-            store, board, RESUME, newer, machine_id=key.machine_id, signing_key=owner.public.signing_key
+        CheckpointNotice.parse(
+            data.replace(b"checkpoint-notice/v1", b"checkpoint-notice/v2"), loader.public.signing_key
         )
-    got = fetch_checkpoint_key(
-        store, board, RESUME, record, machine_id=key.machine_id, signing_key=owner.public.signing_key
-    )
-    assert got == key
+    with pytest.raises(InvalidSignature):
+        CheckpointNotice.parse(data.replace(b'"step":8', b'"step":9'), loader.public.signing_key)
+    with pytest.raises(InvalidSignature):
+        CheckpointNotice.parse(notice.to_bytes(other), loader.public.signing_key)
+
+    # replayed: a valid notice named by the ledger for another machine, or for a checkpoint it did not record
+    store = LocalBlobStore(tmp_path / "blobs")
+    uri = publish_notice(store, notice, loader)
+    record = CheckpointRecord(notice.order_id, notice.machine_id, "of-" + "3" * 16, 8, 10, digest, True, 1, uri)
+    assert fetch_notice(store, record, loader.public.signing_key) == notice
+    with pytest.raises(BindingMismatch):
+        fetch_notice(store, dataclasses.replace(record, machine_id="mc-" + "2" * 16), loader.public.signing_key)
+    with pytest.raises(BindingMismatch):
+        fetch_notice(store, dataclasses.replace(record, step=12), loader.public.signing_key)
+    with pytest.raises(InvalidSignature):
+        fetch_notice(store, record, other.public.signing_key)
+    with pytest.raises(RecordNotFound):
+        fetch_notice(store, dataclasses.replace(record, notice_uri=None), loader.public.signing_key)

@@ -10,10 +10,10 @@ import pytest
 from tests.node.market import Market, make_market, order_params
 
 from cloister.client.orders import create_order
-from cloister.errors import BlobNotFound, MalformedInput
+from cloister.errors import BlobNotFound, InvalidState, MalformedInput
 from cloister.ledger.genesis import UNITS_PER_TOKEN
-from cloister.ledger.records import FAILED
-from cloister.node.delivery import Delivery, fetch_delivery
+from cloister.ledger.records import FAILED, Order
+from cloister.node.delivery import Delivery, fetch_delivery, publish_delivery
 from cloister.node.keys import LOADER_KEY_FILE, load_or_create_loader_identity
 from cloister.provenance.report import OrderReport
 
@@ -65,7 +65,8 @@ def test_a_tampered_blob_fails_the_order_with_the_reason_and_leaves_no_plaintext
     assert failed.state == FAILED and dataset.offer_id in str(failed.failure_reason)
     assert market.ledger.account(owners[3].address).balance == 1000 * UNITS_PER_TOKEN, "the whole escrow came back"
     assert not (node.folder / "work" / order.order_id).exists()
-    delivery = fetch_delivery(market.store, market.board, order.order_id)
+    assert failed.delivery_uri is not None and failed.manifest_digest is None
+    delivery = fetch_delivery(market.store, failed)
     report = OrderReport.from_json(json.loads(delivery.report)["report"])
     assert report.outcome == "failed" and report.outputs == () and delivery.manifest is None
     assert result.report_digest and delivery.result_keys == {}
@@ -85,15 +86,43 @@ def test_delivery_parser_refuses_malformed_truncated_and_tampered_documents(mark
     tampered = {**json.loads(data), "extra": 1}
     with pytest.raises(MalformedInput):
         Delivery.parse(json.dumps(tampered).encode())
+    with pytest.raises(InvalidState, match="names no delivery"):
+        fetch_delivery(market.store, _order("or-0123456789abcdef", None))
+    missing = (market.store.root / "ab" / ("ab" * 32)).as_uri()
     with pytest.raises(BlobNotFound):
-        fetch_delivery(market.store, market.board, "or-0123456789abcdef")
+        fetch_delivery(market.store, _order("or-0123456789abcdef", missing))
 
 
-def test_a_delivery_announced_for_another_order_is_refused(market: Market) -> None:
-    from cloister.node.delivery import publish_delivery
+def test_a_delivery_named_for_another_order_is_refused(market: Market) -> None:
+    uri = publish_delivery(market.store, Delivery("or-0123456789abcdef", b"{}", None, {}))
+    assert fetch_delivery(market.store, _order("or-0123456789abcdef", uri)).order_id == "or-0123456789abcdef"
+    with pytest.raises(MalformedInput, match="is for order"):  # replayed under another order id
+        fetch_delivery(market.store, _order("or-fedcba9876543210", uri))
 
-    publish_delivery(market.store, market.board, Delivery("or-0123456789abcdef", b"{}", None, {}))
-    uri = market.board.locate("or-0123456789abcdef")
-    market.board.announce("or-fedcba9876543210", uri)  # replayed under another order id
-    with pytest.raises(MalformedInput, match="is for order"):
-        fetch_delivery(market.store, market.board, "or-fedcba9876543210")
+
+def _order(order_id: str, delivery_uri: str | None) -> Order:
+    """A completed order record naming ``delivery_uri`` (only the fields a delivery is checked against matter)."""
+    offer = "of-0123456789abcdef"
+    return Order(
+        order_id,
+        "cl" + "ab" * 20,
+        "finetune",
+        offer,
+        (offer,),
+        offer,
+        None,
+        {},
+        1,
+        1,
+        0,
+        0,
+        "completed",
+        ("mc-0123456789abcdef",),
+        0,
+        0,
+        0,
+        0,
+        None,
+        None,
+        delivery_uri=delivery_uri,
+    )

@@ -8,9 +8,8 @@ from typing import Annotated
 
 import typer
 
-from cloister.cli.common import client, console, options
+from cloister.cli.common import client, console
 from cloister.cli.trust import trust
-from cloister.client.devnet import Devnet
 from cloister.client.keeper import Decision, Keeper
 
 app = typer.Typer(help="Grant keys to attested machines for your content, or refuse.", no_args_is_help=True)
@@ -35,8 +34,7 @@ def run(
     """For every order that uses your offers: appraise its machines with your policy, then grant or refuse."""
     chosen, roots = trust(ctx, policy)
     with client(ctx) as cl:
-        board = Devnet(options(ctx).resolved_home).board()
-        keeper = Keeper(cl, chosen, roots, frozenset(allow_engine) if allow_engine else None, board=board)
+        keeper = Keeper(cl, chosen, roots, frozenset(allow_engine) if allow_engine else None)
         while True:
             print_decisions(keeper.run_once())
             if once:

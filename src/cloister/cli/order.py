@@ -9,10 +9,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cloister.cli.common import client, console, options, print_json
+from cloister.cli.common import client, console, print_json
 from cloister.cli.keeper import print_decisions
 from cloister.cli.trust import trust
-from cloister.client.devnet import Devnet
 from cloister.client.keeper import Keeper
 from cloister.client.orders import create_order, fetch_result, reassign_order
 from cloister.errors import ConfigError
@@ -166,10 +165,9 @@ def result(
 ) -> None:
     """Owner only: verify the order's report and manifest, then download and decrypt its outputs."""
     chosen, roots = trust(ctx, policy)
-    board = Devnet(options(ctx).resolved_home).board()
     output.mkdir(parents=True, exist_ok=True)
     with client(ctx) as cl:
-        opened = fetch_result(cl, order_id, output, board=board, policy=chosen, roots=roots)
+        opened = fetch_result(cl, order_id, output, policy=chosen, roots=roots)
     for item in opened.verified.checklist.items:
         console.print(("[green]✓[/] " if item.passed else "[red]✗[/] ") + f"{item.name} {item.detail}")
     for path in opened.files:
@@ -196,6 +194,5 @@ def resume(
 ) -> None:
     """Order owner: grant the checkpoint a reassigned order resumes from to its new, appraised machine."""
     chosen, roots = trust(ctx, policy)
-    board = Devnet(options(ctx).resolved_home).board()
     with client(ctx) as cl:
-        print_decisions(Keeper(cl, chosen, roots, board=board).resume(cl.ledger.order(order_id)))
+        print_decisions(Keeper(cl, chosen, roots).resume(cl.ledger.order(order_id)))

@@ -22,7 +22,6 @@ from cloister.attest.der import parse_pem_certificates
 from cloister.attest.registry import platform as load_platform
 from cloister.cli.common import client, console, options, print_json
 from cloister.cli.trust import trust
-from cloister.client.devnet import Devnet
 from cloister.client.orders import verify_manifest_file, verify_order_report
 from cloister.client.sdk import Client
 from cloister.consensus.receipt import ReceiptVerifyOptions, trust_from_ledger, verify_receipt
@@ -216,7 +215,7 @@ def report(
                 report_bytes = Path(target).read_bytes()
                 manifest_bytes = manifest_file.read_bytes() if manifest_file else None
             else:
-                delivery = fetch_delivery(cl.store, Devnet(options(ctx).resolved_home).board(), target)
+                delivery = fetch_delivery(cl.store, cl.ledger.order(target))
                 report_bytes, manifest_bytes = delivery.report, delivery.manifest
             verify_order_report(
                 cl.ledger, report_bytes, policy=chosen, roots=roots, manifest_bytes=manifest_bytes, checklist=checklist

@@ -9,9 +9,9 @@ The TCB is appraised with ``expected_nonce`` = its own nonce: freshness was enfo
 accepted the TCB only as the answer to a challenge it issued moments before (``machine.challenge``). The
 keeper re-checks everything else at its own time, with its own roots and policy.
 
-For the orders its account *placed*, a keeper given the delivery ``board`` also re-grants checkpoint keys after a
-fail-over: the replacement machine is appraised the same way, and the owner copy of the latest released
-checkpoint's key goes to it as a signed resume grant on the board (:mod:`cloister.node.resume`).
+For the orders its account *placed*, a keeper also re-grants checkpoint keys after a fail-over: the replacement
+machine is appraised the same way, and the owner copy of the latest released checkpoint's key goes to it in an
+``order.resume_grant`` transaction (:mod:`cloister.node.resume`).
 """
 
 from __future__ import annotations
@@ -25,19 +25,10 @@ from cloister.attest.policy import AppraisalPolicy
 from cloister.attest.tcb import Tcb, appraise
 from cloister.client.sdk import Client
 from cloister.crypto.grants import seal_key_grant
-from cloister.errors import AttestationError, CloisterError, ConfigError, PolicyViolation
-from cloister.ledger.records import PENDING_GRANTS, READY, Offer, Order
-from cloister.ledger.transactions import PAYLOAD_TYPES, PostGrant
-from cloister.node.delivery import DeliveryBoard
-from cloister.node.resume import (
-    NOTICE,
-    RESUME,
-    CheckpointKey,
-    fetch_checkpoint_key,
-    latest_released,
-    publish_checkpoint_key,
-    resume_point,
-)
+from cloister.errors import AttestationError, CloisterError, PolicyViolation
+from cloister.ledger.records import FINETUNE, INFERENCE, PENDING_GRANTS, READY, RUNNING, Offer, Order, latest_released
+from cloister.ledger.transactions import PAYLOAD_TYPES, PostGrant, PostResumeGrant
+from cloister.node.resume import fetch_notice
 from cloister.runtime.results import open_result_key
 
 log = logging.getLogger("cloister.keeper")
@@ -64,14 +55,18 @@ class Keeper:
     roots_by_platform: Mapping[str, Sequence[Certificate]] | None = None
     allowed_engines: frozenset[str] | None = None
     """The owner's own list of engine digests that may read its content (on top of each offer's restriction)."""
-    board: DeliveryBoard | None = None
-    """Where checkpoint notices and resume grants are announced; without it no checkpoint is re-granted."""
     _decided: set[tuple[str, str, str]] = field(default_factory=set, repr=False)
 
     def pending(self) -> list[Order]:
-        """Orders waiting for grants that read at least one of this account's offers."""
+        """Orders taking grants that read at least one of this account's offers: those waiting for grants, and
+        deployments still serving (a replacement replica needs keys while the others serve)."""
         mine = {offer.offer_id for offer in self.client.ledger.offers(owner=self.client.address, include_retired=True)}
-        return [o for o in self.client.ledger.orders(state=PENDING_GRANTS) if mine.intersection(o.content_offers)]
+        return [
+            o
+            for o in self.client.ledger.orders()
+            if (o.state == PENDING_GRANTS or (o.kind == INFERENCE and o.state in (READY, RUNNING)))
+            and mine.intersection(o.content_offers)
+        ]
 
     def run_once(self) -> list[Decision]:
         """Decide every pending (order, offer, machine) not decided yet, and re-grant checkpoints of own orders."""
@@ -80,37 +75,27 @@ class Keeper:
 
     def resume_grants(self) -> list[Decision]:
         """Grant the latest released checkpoint of each reassigned order this account placed to its new machine."""
-        if self.board is None:
-            return []
         ledger = self.client.ledger
         mine = [o for state in (PENDING_GRANTS, READY) for o in ledger.orders(owner=self.client.address, state=state)]
-        return [decision for order in mine for decision in self.resume(order)]
+        return [decision for order in mine if order.kind == FINETUNE for decision in self.resume(order)]
 
     def resume(self, order: Order) -> list[Decision]:
         """As the order owner, grant the latest released checkpoint of ``order`` to each machine lacking it."""
-        if self.board is None:
-            raise ConfigError("the keeper needs the delivery board to read checkpoint notices and post resume grants")
-        ledger, store, board = self.client.ledger, self.client.store, self.board
-        record = latest_released(ledger, order.order_id)
+        ledger = self.client.ledger
+        record = latest_released(ledger.checkpoints(order.order_id))
         if record is None:
             return []
         what = f"checkpoint at step {record.step}"
-        todo = []
-        for machine_id in order.machines:
-            key = (order.order_id, what, machine_id)
-            if key in self._decided:
-                continue
-            try:
-                resume_point(ledger, store, board, order, machine_id)
-                self._decided.add(key)  # already granted, by this or another run of the keeper
-            except CloisterError:  # none yet, or one that does not check out: (re-)grant
-                todo.append(machine_id)
+        granted = {
+            g.machine_id
+            for g in ledger.resume_grants(order.order_id)
+            if g.checkpoint_digest == record.checkpoint_digest
+        }
+        todo = [m for m in order.machines if m not in granted and (order.order_id, what, m) not in self._decided]
         if not todo:
             return []
         writer = ledger.machine(record.machine_id)
-        notice = fetch_checkpoint_key(
-            store, board, NOTICE, record, machine_id=record.machine_id, signing_key=writer.loader_signing_key
-        )
+        notice = fetch_notice(self.client.store, record, writer.loader_signing_key)
         dek = open_result_key(
             notice.sealed_key, self.client.identity, order_id=order.order_id, content_digest=notice.checkpoint.digest
         )
@@ -132,8 +117,7 @@ class Keeper:
                 machine_id=machine_id,
                 engine_digest=engine_digest,
             )
-            resume = CheckpointKey(RESUME, order.order_id, machine_id, notice.checkpoint, grant)
-            publish_checkpoint_key(store, board, resume, self.client.identity)
+            self.client.wallet.send(PostResumeGrant(order.order_id, machine_id, grant))
             log.info("granted the %s of order %s to machine %s", what, order.order_id, machine_id)
             decisions.append(Decision(order.order_id, what, machine_id, True, "granted"))
         return decisions

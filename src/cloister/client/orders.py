@@ -3,7 +3,8 @@
 Verification runs the chain of trust as one checklist: the machine's TCB from the ledger is appraised (vendor
 root → evidence → policy), which yields the loader key; the report's signature must be that key's, its order
 and digest must be the ledger's, and its engine and inputs must be the content the order's offers name. A
-manifest is checked against the same loader key and against the report's outputs.
+manifest is checked against the same loader key, against the report's outputs and against the manifest digest
+the order completed with on the ledger. The delivery itself is found through the URI on the ledger.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from cloister.errors import BindingMismatch, DigestMismatch, InvalidState, Malfo
 from cloister.ledger.protocol import LedgerReader
 from cloister.ledger.records import COMPLETED, FINETUNE, Machine, Order
 from cloister.ledger.transactions import CreateOrder, ReassignOrder
-from cloister.node.delivery import Delivery, DeliveryBoard, fetch_delivery
+from cloister.node.delivery import Delivery, fetch_delivery
 from cloister.provenance.dsse import Envelope
 from cloister.provenance.report import OrderReport, verify_report
-from cloister.provenance.statement import ProvenanceManifest, verify_manifest
+from cloister.provenance.statement import ProvenanceManifest, manifest_digest, verify_manifest
 from cloister.runtime.results import open_result
 
 Roots = Mapping[str, Sequence[Certificate]] | None
@@ -147,12 +148,24 @@ def verify_order_report(
     return VerifiedOrder(order, machine, report, manifest, checklist)
 
 
+def _manifest_on_ledger(data: bytes, order: Order, checklist: Checklist) -> None:
+    with checklist.run("manifest digest", f"the manifest is the one order {order.order_id} completed with"):
+        if order.manifest_digest is None:
+            raise InvalidState(f"order {order.order_id} is {order.state} and has no manifest digest on the ledger")
+        got = manifest_digest(data)
+        if got != order.manifest_digest:
+            raise DigestMismatch(
+                f"the manifest's digest is {got}, the ledger's {order.manifest_digest}; do not trust this manifest"
+            )
+
+
 def _check_manifest(
     data: bytes, tcb: Tcb, order: Order, report: OrderReport, checklist: Checklist
 ) -> ProvenanceManifest:
     manifest = verify_manifest(
         data, loader_public_key=tcb.loader.signing_key, expected_order_id=order.order_id, checklist=checklist
     )
+    _manifest_on_ledger(data, order, checklist)
     with checklist.run("manifest subjects", "every subject is an output of the report on the ledger"):
         outputs = {(o.name, o.digest) for o in report.outputs}
         if not {(s.name, s.digest) for s in manifest.subjects} <= outputs:
@@ -172,10 +185,8 @@ def verify_manifest_file(
     roots: Roots = None,
     checklist: Checklist | None = None,
 ) -> ProvenanceManifest:
-    """Check a manifest file alone: its machine's TCB and signature, and its inputs against the order's offers.
-
-    The ledger holds no manifest digest yet, so the manifest is bound to the ledger through its order (completed,
-    with a report) and the offers it names; :func:`verify_order_report` also ties it to the report's outputs.
+    """Check a manifest file alone: its machine's TCB and signature, its inputs against the order's offers, and
+    its digest against the one the order completed with; :func:`verify_order_report` also ties it to the report.
     """
     checklist = checklist if checklist is not None else Checklist()
     payload = Envelope.parse(manifest_bytes).payload
@@ -196,6 +207,7 @@ def verify_manifest_file(
     with checklist.run("order state", f"order {order.order_id} completed with a report on the ledger"):
         if order.state != COMPLETED or order.report_digest is None:
             raise InvalidState(f"order {order.order_id} is {order.state}; a manifest counts only for a completed order")
+    _manifest_on_ledger(manifest_bytes, order, checklist)
     return manifest
 
 
@@ -208,9 +220,9 @@ class OrderResult:
 
 
 def fetch_result(
-    client: Client, order_id: str, dest: Path, *, board: DeliveryBoard, policy: AppraisalPolicy, roots: Roots = None
+    client: Client, order_id: str, dest: Path, *, policy: AppraisalPolicy, roots: Roots = None
 ) -> OrderResult:
-    """Verify the order's delivery against the ledger, then download and open every output into ``dest``.
+    """Verify the delivery the ledger names for the order, then download and open every output into ``dest``.
 
     Only the order owner can: the output keys are sealed to the owner's account key. The signed report and
     manifest are saved next to the outputs as ``report.json`` and ``manifest.json``.
@@ -220,7 +232,7 @@ def fetch_result(
         raise NotAuthorized(f"order {order_id} belongs to {order.owner}; only its owner's account can open its results")
     if order.state != COMPLETED:
         raise InvalidState(f"order {order_id} is {order.state}; results exist only once it is completed")
-    delivery: Delivery = fetch_delivery(client.store, board, order_id)
+    delivery: Delivery = fetch_delivery(client.store, order)
     verified = verify_order_report(
         client.ledger, delivery.report, policy=policy, roots=roots, manifest_bytes=delivery.manifest
     )

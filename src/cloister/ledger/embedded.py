@@ -20,13 +20,27 @@ from typing import Any, TypeVar
 
 from cloister.crypto.canonical import canonical_json, loads
 from cloister.crypto.digest import digest_bytes, parse_digest
-from cloister.errors import BadRequest, ConfigError, LedgerError, MalformedInput
+from cloister.errors import BadRequest, ConfigError, LedgerError, MalformedInput, RecordNotFound
 from cloister.ledger.contracts import BlockContext, execute
 from cloister.ledger.envelope import SignedTransaction
 from cloister.ledger.genesis import Genesis
 from cloister.ledger.protocol import EventPage, Head, LedgerEvent, TxReceipt
 from cloister.ledger.queries import StateReader
-from cloister.ledger.records import Account, Checkpoint, KeyGrant, Machine, Offer, Order, Provider, Refusal
+from cloister.ledger.records import (
+    Account,
+    Checkpoint,
+    Credit,
+    Dispute,
+    Endpoint,
+    KeyGrant,
+    Machine,
+    Offer,
+    Order,
+    Provider,
+    Refusal,
+    ResumeGrant,
+    Timeout,
+)
 
 MAX_PAGE = 1000
 """Most events or blocks one call returns; page with the cursor for more."""
@@ -304,6 +318,20 @@ class EmbeddedLedger:
         with self._snapshot() as conn:
             return read_head(conn)[0]
 
+    def block_hash(self, height: int) -> str:
+        """The hash of the block at ``height``; height 0 is the genesis (its hash seeds block 1)."""
+        if isinstance(height, bool) or not isinstance(height, int) or not 0 <= height <= _MAX_INT:
+            raise BadRequest(f"a block height is an integer from 0 to {_MAX_INT}, got {height!r:.40}")
+        if height == 0:
+            return self.genesis.hash
+        with self._snapshot() as conn:
+            row = conn.execute("SELECT hash FROM blocks WHERE height = ?", (height,)).fetchone()
+        if row is None:
+            raise RecordNotFound(
+                f"no block at height {height} yet; the head is at {self.head().height}", key=f"block/{height}"
+            )
+        return str(row[0])
+
     def events(self, *, after: int = 0, limit: int = 100) -> EventPage:
         """Events with ``seq > after`` in order; the page's cursor is the last seq returned."""
         page_bounds(after, limit)
@@ -365,6 +393,21 @@ class EmbeddedLedger:
 
     def checkpoints(self, order_id: str) -> list[Checkpoint]:
         return self._read(lambda r: r.checkpoints(order_id))
+
+    def resume_grants(self, order_id: str) -> list[ResumeGrant]:
+        return self._read(lambda r: r.resume_grants(order_id))
+
+    def endpoints(self, order_id: str) -> list[Endpoint]:
+        return self._read(lambda r: r.endpoints(order_id))
+
+    def credit(self, order_id: str, user: str) -> Credit:
+        return self._read(lambda r: r.credit(order_id, user))
+
+    def disputes(self, order_id: str) -> list[Dispute]:
+        return self._read(lambda r: r.disputes(order_id))
+
+    def timeouts(self, order_id: str) -> list[Timeout]:
+        return self._read(lambda r: r.timeouts(order_id))
 
     # --- lifetime ------------------------------------------------------------------------------------------
 

@@ -42,6 +42,19 @@ class ContractParams:
     real network's: hardware TEEs only."""
     sim_roots: tuple[str, ...] = ()
     """PEM certificates of the sim vendor roots this network trusts: a devnet's own root, none on a real network."""
+    min_serving_stake: int = 50 * UNITS_PER_TOKEN
+    """Stake (units) a provider must hold for its machines to be assigned to a deployment: what a lying or
+    silent replica can be slashed."""
+    max_replicas: int = 16
+    """Most machines one deployment may ask for."""
+    dispute_slash_bps: int = 5000
+    """Share of its provider's stake (basis points) a replica loses for committing an output a dispute ruled wrong."""
+    referee_share_bps: int = 2000
+    """Share of a dispute's slashed stake (basis points) paid to the referees of the majority; the rest goes to
+    the majority's providers."""
+    timeout_slash_bps: int = 500
+    """Share of its provider's stake (basis points) a replica loses for not committing before the gateway's
+    timeout; it goes to the deployment's owner."""
 
     @cached_property
     def appraisal_policy(self) -> AppraisalPolicy:
@@ -54,6 +67,11 @@ class ContractParams:
 
     def __post_init__(self) -> None:
         """Parse the policy and the roots now, so a bad genesis fails when it is made, not at the first TCB."""
+        for name in ("dispute_slash_bps", "referee_share_bps", "timeout_slash_bps"):
+            if not 0 <= getattr(self, name) <= 10_000:
+                raise MalformedInput(f"genesis parameters: {name} must be from 0 to 10000 basis points")
+        if not 1 <= self.max_replicas <= 64:
+            raise MalformedInput("genesis parameters: max_replicas must be from 1 to 64")
         try:
             _ = self.appraisal_policy  # cached: contracts reuse the parsed values
             _ = self.trusted_roots

@@ -14,7 +14,21 @@ from urllib.parse import quote
 from cloister.errors import MalformedInput, RemoteError
 from cloister.ledger.envelope import SignedTransaction
 from cloister.ledger.protocol import EventPage, Head, TxReceipt
-from cloister.ledger.records import Account, Checkpoint, KeyGrant, Machine, Offer, Order, Provider, Refusal
+from cloister.ledger.records import (
+    Account,
+    Checkpoint,
+    Credit,
+    Dispute,
+    Endpoint,
+    KeyGrant,
+    Machine,
+    Offer,
+    Order,
+    Provider,
+    Refusal,
+    ResumeGrant,
+    Timeout,
+)
 from cloister.net import DEFAULT_TIMEOUT, HttpClient
 
 T = TypeVar("T")
@@ -58,6 +72,10 @@ class HttpLedger:
 
     def head(self) -> Head:
         return self._decode(Head.from_json, self._http.get_json("/v1/head"))
+
+    def block_hash(self, height: int) -> str:
+        body = self._http.get_json(f"/v1/blocks/{height}/hash")
+        return self._decode(lambda b: str(b["hash"]), body)
 
     def events(self, *, after: int = 0, limit: int = 100) -> EventPage:
         body = self._http.get_json("/v1/events", params={"after": after, "limit": limit})
@@ -103,14 +121,33 @@ class HttpLedger:
         return self._list(Order.from_json, "/v1/orders", "orders", params)
 
     def grants(self, order_id: str) -> list[KeyGrant]:
-        return self._list(KeyGrant.from_json, f"/v1/orders/{quote(order_id, safe='')}/grants", "grants", {})
+        return self._of_order(KeyGrant.from_json, order_id, "grants")
 
     def refusals(self, order_id: str) -> list[Refusal]:
-        return self._list(Refusal.from_json, f"/v1/orders/{quote(order_id, safe='')}/refusals", "refusals", {})
+        return self._of_order(Refusal.from_json, order_id, "refusals")
 
     def checkpoints(self, order_id: str) -> list[Checkpoint]:
-        path = f"/v1/orders/{quote(order_id, safe='')}/checkpoints"
-        return self._list(Checkpoint.from_json, path, "checkpoints", {})
+        return self._of_order(Checkpoint.from_json, order_id, "checkpoints")
+
+    def resume_grants(self, order_id: str) -> list[ResumeGrant]:
+        return self._of_order(ResumeGrant.from_json, order_id, "resume-grants")
+
+    def endpoints(self, order_id: str) -> list[Endpoint]:
+        return self._of_order(Endpoint.from_json, order_id, "endpoints")
+
+    def credit(self, order_id: str, user: str) -> Credit:
+        path = f"/v1/orders/{quote(order_id, safe='')}/credits/{quote(user, safe='')}"
+        return self._decode(Credit.from_json, self._http.get_json(path))
+
+    def disputes(self, order_id: str) -> list[Dispute]:
+        return self._of_order(Dispute.from_json, order_id, "disputes")
+
+    def timeouts(self, order_id: str) -> list[Timeout]:
+        return self._of_order(Timeout.from_json, order_id, "timeouts")
+
+    def _of_order(self, parse: Callable[[Any], T], order_id: str, what: str) -> list[T]:
+        """The records listed under ``/v1/orders/{order_id}/{what}``."""
+        return self._list(parse, f"/v1/orders/{quote(order_id, safe='')}/{what}", what, {})
 
     def close(self) -> None:
         self._http.close()

@@ -10,7 +10,21 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cloister.ledger.envelope import SignedTransaction
-from cloister.ledger.records import Account, Checkpoint, KeyGrant, Machine, Offer, Order, Provider, Refusal
+from cloister.ledger.records import (
+    Account,
+    Checkpoint,
+    Credit,
+    Dispute,
+    Endpoint,
+    KeyGrant,
+    Machine,
+    Offer,
+    Order,
+    Provider,
+    Refusal,
+    ResumeGrant,
+    Timeout,
+)
 
 
 @dataclass(frozen=True)
@@ -98,6 +112,11 @@ class LedgerReader(Protocol):
     def grants(self, order_id: str) -> list[KeyGrant]: ...
     def refusals(self, order_id: str) -> list[Refusal]: ...
     def checkpoints(self, order_id: str) -> list[Checkpoint]: ...
+    def resume_grants(self, order_id: str) -> list[ResumeGrant]: ...
+    def endpoints(self, order_id: str) -> list[Endpoint]: ...
+    def credit(self, order_id: str, user: str) -> Credit: ...
+    def disputes(self, order_id: str) -> list[Dispute]: ...
+    def timeouts(self, order_id: str) -> list[Timeout]: ...
 
 
 class Ledger(LedgerReader, Protocol):
@@ -105,4 +124,8 @@ class Ledger(LedgerReader, Protocol):
     def chain_id(self) -> str: ...
     def submit(self, signed: SignedTransaction) -> TxReceipt: ...
     def head(self) -> Head: ...
+    def block_hash(self, height: int) -> str:
+        """The hash of the block at ``height`` (0: the genesis); :class:`RecordNotFound` above the head."""
+        ...
+
     def events(self, *, after: int = 0, limit: int = 100) -> EventPage: ...

@@ -9,12 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+from cloister.crypto.identity import is_address
 from cloister.errors import BadRequest, RecordNotFound
 from cloister.ledger.records import (
     OFFER_KINDS,
     ORDER_STATES,
     Account,
     Checkpoint,
+    Credit,
+    Dispute,
+    Endpoint,
     JsonRecord,
     KeyGrant,
     Machine,
@@ -22,15 +26,23 @@ from cloister.ledger.records import (
     Order,
     Provider,
     Refusal,
+    ResumeGrant,
+    Timeout,
     account_key,
     checkpoint_key,
     checkpoint_prefix,
+    credit_key,
+    dispute_prefix,
+    endpoint_key,
+    endpoint_prefix,
     grant_prefix,
     machine_key,
     offer_key,
     order_key,
     provider_key,
     refusal_prefix,
+    resume_grant_prefix,
+    timeout_prefix,
 )
 from cloister.ledger.state import StateStore
 
@@ -134,8 +146,39 @@ class StateReader:
         return self._scan(checkpoint_prefix(order_id), Checkpoint, lambda _: True)
 
     def checkpoint(self, order_id: str, machine_id: str) -> Checkpoint | None:
-        value = self.store.get(checkpoint_key(order_id, machine_id))
-        return None if value is None else Checkpoint.from_json(value)
+        return self._find(checkpoint_key(order_id, machine_id), Checkpoint)
+
+    def resume_grants(self, order_id: str) -> list[ResumeGrant]:
+        """The checkpoint keys an existing fine-tune's owner handed to replacement machines."""
+        self.order(order_id)
+        return self._scan(resume_grant_prefix(order_id), ResumeGrant, lambda _: True)
+
+    def endpoints(self, order_id: str) -> list[Endpoint]:
+        """Every endpoint an existing deployment's replicas published, those of machines that left it too."""
+        self.order(order_id)
+        return self._scan(endpoint_prefix(order_id), Endpoint, lambda _: True)
+
+    def endpoint(self, order_id: str, machine_id: str) -> Endpoint | None:
+        return self._find(endpoint_key(order_id, machine_id), Endpoint)
+
+    def credit(self, order_id: str, user: str) -> Credit:
+        """What ``user`` prepaid for an existing deployment; an empty credit if nothing yet."""
+        if not is_address(user):
+            raise BadRequest(f"{user!r:.80} is not an account address (cl + 40 hex digits)")
+        self.order(order_id)
+        return self._find(credit_key(order_id, user), Credit) or Credit(order_id, user, 0, 0, 0)
+
+    def disputes(self, order_id: str) -> list[Dispute]:
+        self.order(order_id)
+        return self._scan(dispute_prefix(order_id), Dispute, lambda _: True)
+
+    def timeouts(self, order_id: str) -> list[Timeout]:
+        self.order(order_id)
+        return self._scan(timeout_prefix(order_id), Timeout, lambda _: True)
+
+    def _find(self, key: str, cls: type[R]) -> R | None:
+        value = self.store.get(key)
+        return None if value is None else cls.from_json(value)
 
 
 def _check_filter(name: str, value: str | None, allowed: tuple[str, ...]) -> None:

@@ -12,10 +12,11 @@ import binascii
 import dataclasses
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, ClassVar, Final, Literal, NoReturn, Self, TypeVar
 
 from cloister.attest.tcb import SIMULATED, TRUSTED, Verdict
+from cloister.consensus.commitment import MAX_COMMITMENT
 from cloister.crypto.digest import PREFIX as DIGEST_PREFIX
 from cloister.crypto.digest import is_digest
 from cloister.crypto.identity import is_address
@@ -39,9 +40,11 @@ REVENUE_SHARE: Final = "revenue_share"
 PRICING_MODELS: Final[tuple[PricingModel, ...]] = (FREE, PER_HOUR, FIXED, REVENUE_SHARE)
 MAX_SHARE_BPS: Final = 10_000
 
-OrderKind = Literal["finetune"]
+OrderKind = Literal["finetune", "inference"]
 FINETUNE: Final = "finetune"
-ORDER_KINDS: Final[tuple[OrderKind, ...]] = (FINETUNE,)
+INFERENCE: Final = "inference"
+"""An inference order is a *deployment*: replicas serving a model (and adapters) behind a gateway."""
+ORDER_KINDS: Final[tuple[OrderKind, ...]] = (FINETUNE, INFERENCE)
 
 VERDICTS: Final[tuple[Verdict, ...]] = (TRUSTED, SIMULATED)
 
@@ -69,10 +72,14 @@ MAX_SEALED_KEY: Final = 4 * 1024
 MAX_REASON: Final = 512
 """Longest reason a content owner gives for refusing a key (``grant.refuse``)."""
 KEY_SIZE: Final = 32
+SIGNATURE_SIZE: Final = 64
+MAX_ADAPTERS: Final = 8
+"""Most LoRA adapters (model-kind offers) one deployment serves on top of its base model."""
 
 MACHINE_ID_PREFIX: Final = "mc-"
 OFFER_ID_PREFIX: Final = "of-"
 ORDER_ID_PREFIX: Final = "or-"
+DISPUTE_ID_PREFIX: Final = "dp-"
 _ID_HEX = 16
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 _HEX_RE = re.compile(r"^[0-9a-f]*$")
@@ -140,6 +147,42 @@ def checkpoint_prefix(order_id: str) -> str:
 
 def checkpoint_key(order_id: str, machine_id: str) -> str:
     return f"{checkpoint_prefix(order_id)}{machine_id}"
+
+
+def resume_grant_prefix(order_id: str) -> str:
+    return f"resume/{order_id}/"
+
+
+def resume_grant_key(order_id: str, machine_id: str) -> str:
+    return f"{resume_grant_prefix(order_id)}{machine_id}"
+
+
+def endpoint_prefix(order_id: str) -> str:
+    return f"endpoint/{order_id}/"
+
+
+def endpoint_key(order_id: str, machine_id: str) -> str:
+    return f"{endpoint_prefix(order_id)}{machine_id}"
+
+
+def credit_key(order_id: str, user: str) -> str:
+    return f"credit/{order_id}/{user}"
+
+
+def dispute_prefix(order_id: str) -> str:
+    return f"dispute/{order_id}/"
+
+
+def dispute_key(order_id: str, request_digest: str) -> str:
+    return f"{dispute_prefix(order_id)}{request_digest}"
+
+
+def timeout_prefix(order_id: str) -> str:
+    return f"timeout/{order_id}/"
+
+
+def timeout_key(order_id: str, machine_id: str, request_digest: str) -> str:
+    return f"{timeout_prefix(order_id)}{machine_id}/{request_digest}"
 
 
 # --- the strict field reader --------------------------------------------------------------------------------
@@ -250,6 +293,23 @@ class Fields:
             self.fail(name, f"1 to {max_size} bytes as standard base64")
         return raw
 
+    def b64_list(self, name: str, max_size: int, lo: int = 0, hi: int = MAX_ITEMS) -> tuple[bytes, ...]:
+        """``lo`` to ``hi`` items, each as :meth:`b64_bytes` reads one."""
+        value = self._data[name]
+        if not isinstance(value, list) or not lo <= len(value) <= hi:
+            self.fail(name, f"a list of {lo} to {hi} items, each 1 to {max_size} bytes as standard base64")
+        return tuple(
+            Fields({"item": item}, f"{self.what}.{name}[{i}]", ("item",)).b64_bytes("item", max_size)
+            for i, item in enumerate(value)
+        )
+
+    def url(self, name: str) -> str:
+        """An ``http://`` or ``https://`` URL of at most :data:`MAX_URI` characters."""
+        value = self.text(name, MAX_URI)
+        if not value.startswith(("http://", "https://")) or any(c.isspace() for c in value):
+            self.fail(name, "an http:// or https:// URL without spaces")
+        return value
+
     def obj(self, name: str) -> dict[str, Any]:
         value = self._data[name]
         if not isinstance(value, dict):
@@ -273,7 +333,7 @@ def _encode(value: Any, as_base64: bool) -> Any:
     if isinstance(value, bytes):
         return base64.b64encode(value).decode() if as_base64 else value.hex()
     if isinstance(value, tuple):
-        return [_encode(item, False) for item in value]
+        return [_encode(item, as_base64) for item in value]
     if isinstance(value, JsonRecord):
         return value.to_json()
     return value
@@ -456,10 +516,11 @@ class Pricing(JsonRecord):
             return self.amount * lease_hours * replicas
         return self.amount if self.model == FIXED else 0
 
-    def charge(self, usage_seconds: int, replicas: int) -> int:
-        """What a finished order owes: per-hour prices pro-rated by the second (floored), fixed in full."""
+    def charge(self, usage_seconds: int) -> int:
+        """What an order owes for ``usage_seconds`` (summed over its machines): per-hour prices pro-rated by the
+        second (floored), fixed in full."""
         if self.model == PER_HOUR:
-            return self.amount * usage_seconds // 3600 * replicas
+            return self.amount * usage_seconds // 3600
         return self.amount if self.model == FIXED else 0
 
 
@@ -559,6 +620,12 @@ class Offer(JsonRecord):
 
 @dataclasses.dataclass(frozen=True)
 class Order(JsonRecord):
+    """A fine-tuning job, or a deployment (``kind`` inference) serving a model and adapters on ``replicas``.
+
+    ``manifest_digest`` and ``delivery_uri`` are what the final machine's ``order.complete`` (or, for the
+    delivery only, ``order.fail``) recorded: the provenance manifest's digest and where the signed delivery is.
+    """
+
     order_id: str
     owner: str
     kind: OrderKind
@@ -579,6 +646,9 @@ class Order(JsonRecord):
     usage_seconds: int
     report_digest: str | None
     failure_reason: str | None
+    adapter_offers: tuple[str, ...] = ()
+    manifest_digest: str | None = None
+    delivery_uri: str | None = None
 
     @property
     def key(self) -> str:
@@ -586,17 +656,21 @@ class Order(JsonRecord):
 
     @property
     def content_offers(self) -> tuple[str, ...]:
-        """Every offer whose content the order reads (and that must grant a key): model, datasets…, engine."""
-        return (self.model_offer, *self.dataset_offers, self.engine_offer)
+        """Every offer whose content the order reads (and that must grant a key): model, datasets…, adapters…,
+        engine (always last)."""
+        return (self.model_offer, *self.dataset_offers, *self.adapter_offers, self.engine_offer)
 
     @classmethod
     def read(cls, f: Fields) -> Self:
+        kind = f.choice("kind", ORDER_KINDS)
+        model = f.record_id("model_offer", OFFER_ID_PREFIX)
+        datasets, adapters = read_order_offers(f, kind, model)
         return cls(
             f.record_id("order_id", ORDER_ID_PREFIX),
             f.address("owner"),
-            f.choice("kind", ORDER_KINDS),
-            f.record_id("model_offer", OFFER_ID_PREFIX),
-            offer_ids_of(f, "dataset_offers"),
+            kind,
+            model,
+            datasets,
             f.record_id("engine_offer", OFFER_ID_PREFIX),
             f.optional(lambda name: f.record_id(name, OFFER_ID_PREFIX), "compute_offer"),
             f.obj("params"),
@@ -612,15 +686,60 @@ class Order(JsonRecord):
             f.integer("usage_seconds"),
             f.optional(f.digest, "report_digest"),
             f.optional(lambda name: f.text(name, MAX_TEXT), "failure_reason"),
+            adapters,
+            f.optional(f.digest, "manifest_digest"),
+            f.optional(lambda name: f.text(name, MAX_URI), "delivery_uri"),
         )
 
 
 def offer_ids_of(f: Fields, name: str) -> tuple[str, ...]:
-    """A non-empty list of distinct offer ids."""
-    ids = f.strings(name, lambda v: is_record_id(v, OFFER_ID_PREFIX), "an offer id")
-    if not ids:
-        f.fail(name, "at least one offer id")
-    return ids
+    """A list of distinct offer ids."""
+    return f.strings(name, lambda v: is_record_id(v, OFFER_ID_PREFIX), "an offer id")
+
+
+def read_order_offers(f: Fields, kind: OrderKind, model_offer: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(dataset_offers, adapter_offers)``, checked against the kind: a fine-tune reads at least one dataset and
+    no adapter; a deployment reads no dataset and serves at most :data:`MAX_ADAPTERS` adapters (model-kind offers
+    other than its base model)."""
+    datasets = offer_ids_of(f, "dataset_offers")
+    adapters = offer_ids_of(f, "adapter_offers")
+    if kind == FINETUNE:
+        if not datasets:
+            f.fail("dataset_offers", "at least one offer id for a finetune order")
+        if adapters:
+            f.fail("adapter_offers", "empty for a finetune order (adapters are served by inference orders)")
+    else:
+        if datasets:
+            f.fail("dataset_offers", "empty for an inference order (a deployment reads no dataset)")
+        if len(adapters) > MAX_ADAPTERS or model_offer in adapters:
+            f.fail("adapter_offers", f"at most {MAX_ADAPTERS} offer ids other than the model_offer")
+    return datasets, adapters
+
+
+@dataclasses.dataclass(frozen=True)
+class DeploymentTerms:
+    """What an inference order's ``params`` must say: the token price, the gateway, the default consensus mode.
+
+    The gateway is the one account allowed to settle usage, open disputes and report timeouts for it.
+    """
+
+    price_per_1k_tokens: int
+    gateway: str
+    consensus: str | None
+
+    PARAMS: ClassVar[tuple[str, ...]] = ("price_per_1k_tokens", "gateway", "consensus")
+
+    @classmethod
+    def of(cls, params: dict[str, Any]) -> Self:
+        """Read the terms from an order's params (other keys are engine params); :class:`MalformedInput` if bad."""
+        known = {name: params[name] for name in cls.PARAMS if name in params}
+        known.setdefault("consensus", None)
+        f = Fields(known, "inference order params", cls.PARAMS)
+        return cls(
+            f.integer("price_per_1k_tokens"),
+            f.address("gateway"),
+            f.optional(lambda name: f.text(name, MAX_NAME), "consensus"),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -700,6 +819,8 @@ class Checkpoint(JsonRecord):
     checkpoint_digest: str | None
     released: bool
     updated_at: int
+    notice_uri: str | None = None
+    """Where the loader's signed checkpoint notice is (the checkpoint's key sealed to the order owner)."""
 
     @property
     def key(self) -> str:
@@ -716,4 +837,170 @@ class Checkpoint(JsonRecord):
             f.optional(f.digest, "checkpoint_digest"),
             f.flag("released"),
             f.integer("updated_at"),
+            f.optional(lambda name: f.text(name, MAX_URI), "notice_uri"),
+        )
+
+
+def latest_released(checkpoints: Iterable[Checkpoint]) -> Checkpoint | None:
+    """The newest checkpoint (highest step) left behind by a machine an order was moved off, if any holds one:
+    where a fine-tune resumes."""
+    released = [c for c in checkpoints if c.released and c.checkpoint_digest is not None]
+    return max(released, key=lambda c: c.step, default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class ResumeGrant(JsonRecord):
+    """The order owner hands a fine-tune's latest released checkpoint to its replacement machine.
+
+    ``sealed_key`` is the checkpoint's key sealed to the machine's attested loader (bound to order, checkpoint
+    digest, machine and engine). The step and digest are pinned by the released :class:`Checkpoint`, whose
+    notice (signed by the loader that wrote it) says where the ciphertext is; the new loader re-hashes it.
+    """
+
+    order_id: str
+    machine_id: str
+    checkpoint_digest: str
+    sealed_key: bytes
+    created_at: int
+
+    BASE64 = frozenset({"sealed_key"})
+
+    @property
+    def key(self) -> str:
+        return resume_grant_key(self.order_id, self.machine_id)
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(
+            f.record_id("order_id", ORDER_ID_PREFIX),
+            f.record_id("machine_id", MACHINE_ID_PREFIX),
+            f.digest("checkpoint_digest"),
+            f.b64_bytes("sealed_key", MAX_SEALED_KEY),
+            f.integer("created_at"),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint(JsonRecord):
+    """Where one replica of a deployment serves, and the deployment key it answers sealed requests with.
+
+    ``key_signature`` is the machine's attested loader signing the statement of
+    :func:`cloister.consensus.endpoint.endpoint_statement`, so a client trusts the key through the TCB, not
+    through the provider. ``removed_at`` is set when the machine leaves the deployment (reassigned, or stopped):
+    serving seconds run from ``registered_at`` to it.
+    """
+
+    order_id: str
+    machine_id: str
+    url: str
+    deployment_key: bytes
+    key_signature: bytes
+    registered_at: int
+    removed_at: int | None
+
+    @property
+    def key(self) -> str:
+        return endpoint_key(self.order_id, self.machine_id)
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(
+            f.record_id("order_id", ORDER_ID_PREFIX),
+            f.record_id("machine_id", MACHINE_ID_PREFIX),
+            f.url("url"),
+            f.hex_bytes("deployment_key"),
+            f.hex_bytes("key_signature", SIGNATURE_SIZE),
+            f.integer("registered_at"),
+            f.optional(f.integer, "removed_at"),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Credit(JsonRecord):
+    """What one end user prepaid for one deployment: ``balance`` left, ``spent`` settled by the gateway so far."""
+
+    order_id: str
+    user: str
+    balance: int
+    spent: int
+    updated_at: int
+
+    @property
+    def key(self) -> str:
+        return credit_key(self.order_id, self.user)
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(
+            f.record_id("order_id", ORDER_ID_PREFIX),
+            f.address("user"),
+            f.integer("balance"),
+            f.integer("spent"),
+            f.integer("updated_at"),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Dispute(JsonRecord):
+    """Replicas committed different outputs for one request; the verdict, who was slashed and who rewarded.
+
+    ``commitments`` are the signed commitments as the gateway sent them (``SignedCommitment.to_bytes()``), so
+    anyone can re-check the verdict. ``output_digest`` is ``None`` when no output had a strict majority.
+    """
+
+    dispute_id: str
+    order_id: str
+    request_digest: str
+    commitments: tuple[bytes, ...]
+    output_digest: str | None
+    slashed: tuple[str, ...]
+    rewarded: tuple[str, ...]
+    slashed_amount: int
+    opened_by: str
+    created_at: int
+
+    BASE64 = frozenset({"commitments"})
+
+    @property
+    def key(self) -> str:
+        return dispute_key(self.order_id, self.request_digest)
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(
+            f.record_id("dispute_id", DISPUTE_ID_PREFIX),
+            f.record_id("order_id", ORDER_ID_PREFIX),
+            f.digest("request_digest"),
+            f.b64_list("commitments", MAX_COMMITMENT, 2),
+            f.optional(f.digest, "output_digest"),
+            machine_ids_of(f, "slashed"),
+            machine_ids_of(f, "rewarded"),
+            f.integer("slashed_amount"),
+            f.address("opened_by"),
+            f.integer("created_at"),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Timeout(JsonRecord):
+    """A replica that did not commit in time for one request, and the stake its provider lost for it."""
+
+    order_id: str
+    machine_id: str
+    request_digest: str
+    amount: int
+    created_at: int
+
+    @property
+    def key(self) -> str:
+        return timeout_key(self.order_id, self.machine_id, self.request_digest)
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(
+            f.record_id("order_id", ORDER_ID_PREFIX),
+            f.record_id("machine_id", MACHINE_ID_PREFIX),
+            f.digest("request_digest"),
+            f.integer("amount"),
+            f.integer("created_at"),
         )

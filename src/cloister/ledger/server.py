@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from cloister.crypto.canonical import loads
 from cloister.errors import BadRequest, CloisterError, InvalidTransaction, MalformedInput, PayloadTooLarge
 from cloister.ledger.embedded import EmbeddedLedger
 from cloister.ledger.envelope import SignedTransaction
+from cloister.ledger.records import JsonRecord
 
 DEFAULT_PORT = 8545
 DEFAULT_MAX_BODY = 1 << 20
@@ -195,20 +196,28 @@ class _Api:
         _Query(request)
         return (await run_in_threadpool(self.ledger.order, request.path_params["order_id"])).to_json()
 
-    async def grants(self, request: Request) -> Any:
-        _Query(request)
-        found = await run_in_threadpool(self.ledger.grants, request.path_params["order_id"])
-        return {"grants": [g.to_json() for g in found]}
+    def listing(self, what: str, read: Callable[[str], Sequence[JsonRecord]]) -> Handler:
+        """A handler listing the records ``read`` returns for the order in the path, under key ``what``."""
 
-    async def refusals(self, request: Request) -> Any:
-        _Query(request)
-        found = await run_in_threadpool(self.ledger.refusals, request.path_params["order_id"])
-        return {"refusals": [r.to_json() for r in found]}
+        async def handler(request: Request) -> Any:
+            _Query(request)
+            found = await run_in_threadpool(read, request.path_params["order_id"])
+            return {what: [record.to_json() for record in found]}
 
-    async def checkpoints(self, request: Request) -> Any:
+        return handler
+
+    async def credit(self, request: Request) -> Any:
         _Query(request)
-        found = await run_in_threadpool(self.ledger.checkpoints, request.path_params["order_id"])
-        return {"checkpoints": [c.to_json() for c in found]}
+        order_id, user = request.path_params["order_id"], request.path_params["user"]
+        return (await run_in_threadpool(self.ledger.credit, order_id, user)).to_json()
+
+    async def block_hash(self, request: Request) -> Any:
+        _Query(request)
+        text = request.path_params["height"]
+        if not text.isascii() or not text.isdigit() or len(text) > 19:
+            raise BadRequest(f"a block height is a non-negative 64-bit integer, got {text!r:.40}")
+        height = int(text)
+        return {"height": height, "hash": await run_in_threadpool(self.ledger.block_hash, height)}
 
     async def events(self, request: Request) -> Any:
         query = _Query(request, "after", "limit")
@@ -239,11 +248,22 @@ def create_app(
         Route("/v1/offers/{offer_id}", _json_endpoint(api.offer), methods=get),
         Route("/v1/orders", _json_endpoint(api.orders), methods=get),
         Route("/v1/orders/{order_id}", _json_endpoint(api.order), methods=get),
-        Route("/v1/orders/{order_id}/grants", _json_endpoint(api.grants), methods=get),
-        Route("/v1/orders/{order_id}/refusals", _json_endpoint(api.refusals), methods=get),
-        Route("/v1/orders/{order_id}/checkpoints", _json_endpoint(api.checkpoints), methods=get),
+        *(
+            Route(f"/v1/orders/{{order_id}}/{what}", _json_endpoint(api.listing(what, read)), methods=get)
+            for what, read in (
+                ("grants", ledger.grants),
+                ("refusals", ledger.refusals),
+                ("checkpoints", ledger.checkpoints),
+                ("resume-grants", ledger.resume_grants),
+                ("endpoints", ledger.endpoints),
+                ("disputes", ledger.disputes),
+                ("timeouts", ledger.timeouts),
+            )
+        ),
+        Route("/v1/orders/{order_id}/credits/{user}", _json_endpoint(api.credit), methods=get),
         Route("/v1/events", _json_endpoint(api.events), methods=get),
         Route("/v1/blocks", _json_endpoint(api.blocks), methods=get),
+        Route("/v1/blocks/{height}/hash", _json_endpoint(api.block_hash), methods=get),
     ]
     lifespan = _closing(ledger) if close_on_shutdown else None
     return Starlette(routes=routes, exception_handlers={HTTPException: _http_error}, lifespan=lifespan)

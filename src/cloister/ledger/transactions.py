@@ -9,25 +9,31 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, Final, Self
 
+from cloister.consensus.commitment import MAX_COMMITMENT
 from cloister.crypto.canonical import canonical_json
 from cloister.errors import InvalidTransaction, MalformedInput
 from cloister.ledger.records import (
+    INFERENCE,
     MACHINE_ID_PREFIX,
+    MAX_ITEMS,
     MAX_REASON,
     MAX_SEALED_KEY,
     MAX_TCB_EVIDENCE,
     MAX_TEXT,
+    MAX_URI,
     OFFER_ID_PREFIX,
     ORDER_ID_PREFIX,
     ORDER_KINDS,
+    SIGNATURE_SIZE,
+    DeploymentTerms,
     Fields,
     JsonRecord,
     OfferKind,
     OrderKind,
     Pricing,
     Restrictions,
-    offer_ids_of,
     read_offer_terms,
+    read_order_offers,
 )
 
 MAX_PARAMS: Final = 16 * 1024
@@ -217,7 +223,12 @@ class RetireOffer(Payload):
 
 @dataclasses.dataclass(frozen=True)
 class CreateOrder(Payload):
-    """A fine-tuning job over named offers; ``deposit`` is escrowed and must cover the worst-case price."""
+    """A fine-tuning job, or a deployment (``kind`` inference), over named offers; ``deposit`` is escrowed and
+    must cover the worst-case price.
+
+    A fine-tune reads datasets on one machine; a deployment serves the model and ``adapter_offers`` on
+    ``replicas`` machines, and its params name the token price and the gateway (:class:`DeploymentTerms`).
+    """
 
     TYPE: ClassVar[str] = "order.create"
     kind: OrderKind
@@ -229,22 +240,29 @@ class CreateOrder(Payload):
     lease_hours: int
     replicas: int
     deposit: int
+    adapter_offers: tuple[str, ...] = ()
 
     @classmethod
     def read(cls, f: Fields) -> Self:
         params = f.obj("params")
         if len(canonical_json(params)) > MAX_PARAMS:
             f.fail("params", f"at most {MAX_PARAMS} bytes of canonical JSON")
+        kind = f.choice("kind", ORDER_KINDS)
+        if kind == INFERENCE:
+            DeploymentTerms.of(params)
+        model = f.record_id("model_offer", OFFER_ID_PREFIX)
+        datasets, adapters = read_order_offers(f, kind, model)
         return cls(
-            f.choice("kind", ORDER_KINDS),
-            f.record_id("model_offer", OFFER_ID_PREFIX),
-            offer_ids_of(f, "dataset_offers"),
+            kind,
+            model,
+            datasets,
             f.record_id("engine_offer", OFFER_ID_PREFIX),
             f.optional(lambda name: f.record_id(name, OFFER_ID_PREFIX), "compute_offer"),
             params,
             f.integer("lease_hours", 1, MAX_LEASE_HOURS),
-            f.integer("replicas", 1, 1),
+            f.integer("replicas", 1, MAX_ITEMS if kind == INFERENCE else 1),
             f.integer("deposit"),
+            adapters,
         )
 
 
@@ -312,11 +330,16 @@ class StartOrder(Payload):
 
 @dataclasses.dataclass(frozen=True)
 class CompleteOrder(Payload):
+    """The final machine settles a fine-tune: usage, the signed report's and the manifest's digests, and where
+    the delivery (report, manifest, sealed result keys) is."""
+
     TYPE: ClassVar[str] = "order.complete"
     order_id: str
     machine_id: str
     usage_seconds: int
     report_digest: str
+    manifest_digest: str | None
+    delivery_uri: str
 
     @classmethod
     def read(cls, f: Fields) -> Self:
@@ -325,12 +348,15 @@ class CompleteOrder(Payload):
             f.record_id("machine_id", MACHINE_ID_PREFIX),
             f.integer("usage_seconds"),
             f.digest("report_digest"),
+            f.optional(f.digest, "manifest_digest"),
+            f.text("delivery_uri", MAX_URI),
         )
 
 
 @dataclasses.dataclass(frozen=True)
 class RecordCheckpoint(Payload):
-    """The provider of the running machine records progress: a sealed checkpoint and the usage metered so far."""
+    """The provider of the running machine records progress: a sealed checkpoint, the usage metered so far, and
+    where the loader's signed notice of it (its key sealed to the order owner) is."""
 
     TYPE: ClassVar[str] = "order.checkpoint"
     order_id: str
@@ -338,6 +364,7 @@ class RecordCheckpoint(Payload):
     step: int
     usage_seconds: int
     checkpoint_digest: str
+    notice_uri: str
 
     @classmethod
     def read(cls, f: Fields) -> Self:
@@ -347,6 +374,26 @@ class RecordCheckpoint(Payload):
             f.integer("step", 1),
             f.integer("usage_seconds"),
             f.digest("checkpoint_digest"),
+            f.text("notice_uri", MAX_URI),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class PostResumeGrant(Payload):
+    """The order owner seals the latest released checkpoint's key to a replacement machine's loader."""
+
+    TYPE: ClassVar[str] = "order.resume_grant"
+    BASE64 = frozenset({"sealed_key"})
+    order_id: str
+    machine_id: str
+    sealed_key: bytes
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(
+            f.record_id("order_id", ORDER_ID_PREFIX),
+            f.record_id("machine_id", MACHINE_ID_PREFIX),
+            f.b64_bytes("sealed_key", MAX_SEALED_KEY),
         )
 
 
@@ -365,10 +412,13 @@ class ReassignOrder(Payload):
 
 @dataclasses.dataclass(frozen=True)
 class FailOrder(Payload):
+    """A provider gives up on a fine-tune, saying why and, if it published one, where the failed report is."""
+
     TYPE: ClassVar[str] = "order.fail"
     order_id: str
     machine_id: str
     reason: str
+    delivery_uri: str | None
 
     @classmethod
     def read(cls, f: Fields) -> Self:
@@ -376,6 +426,129 @@ class FailOrder(Payload):
             f.record_id("order_id", ORDER_ID_PREFIX),
             f.record_id("machine_id", MACHINE_ID_PREFIX),
             f.text("reason", MAX_TEXT),
+            f.optional(lambda name: f.text(name, MAX_URI), "delivery_uri"),
+        )
+
+
+# --- deployments (inference orders) -------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RegisterEndpoint(Payload):
+    """A replica's provider publishes where it serves and the deployment key, signed by the machine's loader."""
+
+    TYPE: ClassVar[str] = "deployment.endpoint"
+    order_id: str
+    machine_id: str
+    url: str
+    deployment_key: bytes
+    key_signature: bytes
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(
+            f.record_id("order_id", ORDER_ID_PREFIX),
+            f.record_id("machine_id", MACHINE_ID_PREFIX),
+            f.url("url"),
+            f.hex_bytes("deployment_key"),
+            f.hex_bytes("key_signature", SIGNATURE_SIZE),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class _OrderRef(Payload):
+    order_id: str
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(f.record_id("order_id", ORDER_ID_PREFIX))
+
+
+@dataclasses.dataclass(frozen=True)
+class StopDeployment(_OrderRef):
+    """The owner ends a deployment: providers and content owners are paid for the seconds served."""
+
+    TYPE: ClassVar[str] = "deployment.stop"
+
+
+@dataclasses.dataclass(frozen=True)
+class _CreditAmount(Payload):
+    order_id: str
+    amount: int
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(f.record_id("order_id", ORDER_ID_PREFIX), f.integer("amount", 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class DepositCredit(_CreditAmount):
+    """An end user prepays a deployment's token price from its balance."""
+
+    TYPE: ClassVar[str] = "credit.deposit"
+
+
+@dataclasses.dataclass(frozen=True)
+class WithdrawCredit(_CreditAmount):
+    """An end user takes back unspent credit once the deployment is over."""
+
+    TYPE: ClassVar[str] = "credit.withdraw"
+
+
+@dataclasses.dataclass(frozen=True)
+class SettleUsage(Payload):
+    """The deployment's gateway charges one user for ``tokens``; ``receipts_digest`` names the receipts billed."""
+
+    TYPE: ClassVar[str] = "usage.settle"
+    order_id: str
+    user: str
+    tokens: int
+    receipts_digest: str
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(
+            f.record_id("order_id", ORDER_ID_PREFIX),
+            f.address("user"),
+            f.integer("tokens", 1),
+            f.digest("receipts_digest"),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenDispute(Payload):
+    """The gateway brings replicas' conflicting signed commitments for one request to be judged."""
+
+    TYPE: ClassVar[str] = "dispute.open"
+    BASE64 = frozenset({"commitments"})
+    order_id: str
+    request_digest: str
+    commitments: tuple[bytes, ...]
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(
+            f.record_id("order_id", ORDER_ID_PREFIX),
+            f.digest("request_digest"),
+            f.b64_list("commitments", MAX_COMMITMENT, 2),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportTimeout(Payload):
+    """The gateway reports a replica that did not commit to a request before the timeout."""
+
+    TYPE: ClassVar[str] = "replica.timeout"
+    order_id: str
+    machine_id: str
+    request_digest: str
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        return cls(
+            f.record_id("order_id", ORDER_ID_PREFIX),
+            f.record_id("machine_id", MACHINE_ID_PREFIX),
+            f.digest("request_digest"),
         )
 
 
@@ -400,9 +573,17 @@ PAYLOAD_TYPES: Final[dict[str, type[Payload]]] = {
         StartOrder,
         CompleteOrder,
         RecordCheckpoint,
+        PostResumeGrant,
         ReassignOrder,
         FailOrder,
         CancelOrder,
+        RegisterEndpoint,
+        StopDeployment,
+        DepositCredit,
+        WithdrawCredit,
+        SettleUsage,
+        OpenDispute,
+        ReportTimeout,
     )
 }
 

@@ -1,14 +1,15 @@
 """The provider node: registers an attested machine and a compute offer, heart-beats, and runs ready orders.
 
-The execution controller polls the ledger for orders assigned to its machine in state ``ready``, sends
+The execution controller polls the ledger for fine-tunes assigned to its machine in state ``ready``, sends
 ``order.start``, hands records and bytes to the :class:`~cloister.runtime.loader.TrustedLoader`, publishes the
 signed report, manifest and sealed keys (:mod:`cloister.node.delivery`) and settles with ``order.complete``
-(usage seconds and report digest). The manifest digest has no field on the ledger yet; it is in the delivery,
-whose report the ledger pins. Any failure signs a failed report and sends ``order.fail`` with the reason.
+(usage seconds, report and manifest digests, delivery URI). Any failure signs a failed report, publishes it and
+sends ``order.fail`` with the reason and the delivery URI.
 
-Fail-over (:mod:`cloister.node.resume`): each checkpoint sealed during a run is announced to the order owner,
-then recorded with ``order.checkpoint`` and the usage metered so far on this machine. A reassigned order that
-left a checkpoint behind runs only once its owner posted the resume grant, and continues from that checkpoint.
+Fail-over (:mod:`cloister.node.resume`): each checkpoint sealed during a run gets a signed notice for the order
+owner in the blob store, then is recorded with ``order.checkpoint`` (with the notice's URI) and the usage
+metered so far on this machine. A reassigned order that left a checkpoint behind runs only once its owner posted
+the resume grant on the ledger, and continues from that checkpoint.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloister.crypto.identity import Identity
-from cloister.errors import BlobNotFound, CloisterError, ConfigError, RecordNotFound
+from cloister.errors import CloisterError, ConfigError, RecordNotFound
 from cloister.ledger.protocol import Ledger, TxReceipt
-from cloister.ledger.records import COMPUTE, READY, Machine, MachineSpecs, Order, Pricing, Restrictions
+from cloister.ledger.records import COMPUTE, FINETUNE, READY, Machine, MachineSpecs, Order, Pricing, Restrictions
 from cloister.ledger.transactions import (
     ChallengeMachine,
     CompleteOrder,
@@ -38,9 +39,9 @@ from cloister.ledger.transactions import (
     StartOrder,
 )
 from cloister.ledger.wallet import Wallet
-from cloister.node.delivery import Delivery, DeliveryBoard, OwnerCheckpoint, publish_delivery
+from cloister.node.delivery import Delivery, OwnerCheckpoint, publish_delivery
 from cloister.node.platform import TeePlatform
-from cloister.node.resume import NOTICE, CheckpointKey, publish_checkpoint_key, resume_point
+from cloister.node.resume import CheckpointNotice, publish_notice, resume_point
 from cloister.runtime.checkpoints import ResumePoint, SealedCheckpoint
 from cloister.runtime.loader import CheckpointCallback, LoaderResult, TrustedLoader
 from cloister.runtime.metering import wall_seconds
@@ -82,7 +83,6 @@ class ProviderNode:
     loader: Identity
     platform: TeePlatform
     folder: Path
-    board: DeliveryBoard
     region: str = "local"
     price_per_hour: int = 0
     specs: MachineSpecs = field(default_factory=lambda: MachineSpecs(2, 4, (), 10))
@@ -176,7 +176,8 @@ class ProviderNode:
     # --- execution ----------------------------------------------------------------------------------------
 
     def ready_orders(self) -> list[Order]:
-        return self.ledger.orders(machine_id=self.machine_id, state=READY)
+        """The fine-tunes ready to run here (deployments are served, not run: see the replica server)."""
+        return [o for o in self.ledger.orders(machine_id=self.machine_id, state=READY) if o.kind == FINETUNE]
 
     def run_ready(self) -> list[LoaderResult]:
         """Run every order that is ready on this machine, one after the other.
@@ -187,8 +188,8 @@ class ProviderNode:
         results = []
         for order in self.ready_orders():
             try:
-                resume = resume_point(self.ledger, self.store, self.board, order, self.machine_id)
-            except BlobNotFound:
+                resume = resume_point(self.ledger, self.store, order, self.machine_id)
+            except RecordNotFound:
                 log.info("order %s waits for its owner to grant the checkpoint it resumes from", order.order_id)
                 continue
             except CloisterError as exc:
@@ -238,30 +239,35 @@ class ProviderNode:
             reason = _reason(exc)
             log.warning("order %s failed: %s", order.order_id, reason)
             result = loader.fail(order, offers, reason, started_at=started)
-            self._publish(order, result)
-            self.wallet.send(FailOrder(order.order_id, registration.machine_id, reason))
+            uri = self._publish(order, result)
+            self.wallet.send(FailOrder(order.order_id, registration.machine_id, reason, uri))
             return result
-        self._publish(order, result)
+        uri = self._publish(order, result)
         usage = result.report.report.usage.seconds
-        self.wallet.send(CompleteOrder(order.order_id, registration.machine_id, usage, result.report_digest))
+        complete = CompleteOrder(
+            order.order_id, registration.machine_id, usage, result.report_digest, result.manifest_digest, uri
+        )
+        self.wallet.send(complete)
         log.info("order %s completed in %ss, report %s", order.order_id, usage, result.report_digest)
         return result
 
     def _recorder(self, order: Order) -> CheckpointCallback:
-        """Announce each sealed checkpoint to the order owner, then record it with the usage metered so far.
+        """Publish each sealed checkpoint's notice for the order owner, then record both with the usage so far.
 
-        The announcement comes first, so every checkpoint on the ledger has one. A checkpoint that cannot be
-        recorded is logged, not fatal: the job goes on and the next checkpoint is recorded instead.
+        A checkpoint that cannot be recorded is logged, not fatal: the job goes on and the next checkpoint is
+        recorded instead.
         """
         started = time.monotonic()
 
         def record(sealed: SealedCheckpoint) -> None:
             point = sealed.checkpoint
             try:
-                notice = CheckpointKey(NOTICE, order.order_id, self.machine_id, point, sealed.owner_key)
-                publish_checkpoint_key(self.store, self.board, notice, self.loader)
+                notice = CheckpointNotice(order.order_id, self.machine_id, point, sealed.owner_key)
+                uri = publish_notice(self.store, notice, self.loader)
                 usage = wall_seconds(time.monotonic() - started)
-                self.wallet.send(RecordCheckpoint(order.order_id, self.machine_id, point.step, usage, point.digest))
+                self.wallet.send(
+                    RecordCheckpoint(order.order_id, self.machine_id, point.step, usage, point.digest, uri)
+                )
             except CloisterError as exc:
                 log.warning("order %s: checkpoint at step %s not recorded: %s", order.order_id, point.step, exc)
                 return
@@ -269,7 +275,8 @@ class ProviderNode:
 
         return record
 
-    def _publish(self, order: Order, result: LoaderResult) -> None:
+    def _publish(self, order: Order, result: LoaderResult) -> str:
+        """Put the delivery in the blob store; returns its URI for the ledger."""
         delivery = Delivery(
             order_id=order.order_id,
             report=result.report_bytes,
@@ -277,4 +284,4 @@ class ProviderNode:
             result_keys={sealed.output.name: sealed.sealed_key for sealed in result.outputs},
             checkpoints=tuple(OwnerCheckpoint(c.checkpoint, c.owner_key) for c in result.checkpoints),
         )
-        publish_delivery(self.store, self.board, delivery)
+        return publish_delivery(self.store, delivery)

@@ -1,11 +1,9 @@
 """What a node hands the order owner: the signed report, the manifest and the sealed keys, as one document.
 
-The ledger records only the report digest, so the document is published to the blob store and announced on a
-:class:`DeliveryBoard` by order id. Nothing in it is trusted on arrival: the owner checks the report against the
-digest on the ledger and the machine's attested loader key, and the keys open only with the owner's own key.
-
-The board is a shared folder (a devnet's ``deliveries/``); a network whose parties share no folder needs the
-delivery URI on the ledger (a field of ``order.complete``), which the contracts do not have yet.
+The document is published to the blob store and its URI recorded on the ledger with ``order.complete`` (or
+``order.fail``), next to the report and manifest digests. Nothing in it is trusted on arrival: the owner checks
+the report and manifest against those digests and the machine's attested loader key, and the keys open only
+with the owner's own key.
 """
 
 from __future__ import annotations
@@ -13,15 +11,13 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import os
 import re
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from cloister.crypto.canonical import canonical_json
-from cloister.errors import BlobNotFound, ConfigError, MalformedInput
+from cloister.errors import InvalidState, MalformedInput
+from cloister.ledger.records import Order
 from cloister.provenance.fields import json_list, json_object, parse_json
 from cloister.provenance.report import MAX_CHECKPOINTS, Checkpoint
 from cloister.storage import BlobStore
@@ -30,7 +26,6 @@ FORMAT = "cloister/delivery/v1"
 MAX_DELIVERY = 4 << 20
 _FIELDS = ("format", "order_id", "report", "manifest", "result_keys", "checkpoints")
 _ORDER_ID = re.compile(r"^or-[0-9a-f]{16}$")
-_ENTRY = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 
 
 def _b64(raw: bytes) -> str:
@@ -116,55 +111,23 @@ class Delivery:
         )
 
 
-class DeliveryBoard:
-    """Order id → the blob URI of its delivery, in a folder every party of a devnet can read.
-
-    An order may also have named entries (``<order id>.<entry>``), e.g. the checkpoint notices and resume grants
-    of a fail-over (:mod:`cloister.node.resume`).
-    """
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = Path(folder)
-
-    def _path(self, order_id: str, entry: str) -> Path:
-        if not _ORDER_ID.match(order_id):
-            raise ConfigError(f"{order_id!r} is not an order id (or-<16 hex digits>)")
-        if entry and not _ENTRY.match(entry):
-            raise ConfigError(f"{entry!r} is not a board entry name (letters, digits, '-' and '_')")
-        return self.folder / (f"{order_id}.{entry}" if entry else order_id)
-
-    def announce(self, order_id: str, uri: str, *, entry: str = "") -> None:
-        path = self._path(order_id, entry)
-        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-")
-        with os.fdopen(fd, "w") as handle:
-            handle.write(uri)
-        Path(tmp).replace(path)
-
-    def locate(self, order_id: str, *, entry: str = "") -> str:
-        try:
-            return self._path(order_id, entry).read_text().strip()
-        except FileNotFoundError:
-            what = f"{entry} entry" if entry else "delivery"
-            raise BlobNotFound(
-                f"no {what} is announced for order {order_id} in {self.folder}; wait until the node (or the order "
-                "owner, for a resume grant) announces it, or point --deliveries at the folder it announces to"
-            ) from None
+def publish_delivery(store: BlobStore, delivery: Delivery) -> str:
+    """Upload the delivery; returns the URI the node records on the ledger with ``order.complete``/``order.fail``."""
+    return store.put(io.BytesIO(delivery.to_bytes())).uri
 
 
-def publish_delivery(store: BlobStore, board: DeliveryBoard, delivery: Delivery) -> str:
-    """Upload the delivery and announce it; returns its URI."""
-    ref = store.put(io.BytesIO(delivery.to_bytes()))
-    board.announce(delivery.order_id, ref.uri)
-    return ref.uri
-
-
-def fetch_delivery(store: BlobStore, board: DeliveryBoard, order_id: str) -> Delivery:
-    with store.open(board.locate(order_id)) as stream:
+def fetch_delivery(store: BlobStore, order: Order) -> Delivery:
+    """The delivery the ledger names for ``order``; nothing in it is trusted until checked against the ledger."""
+    if order.delivery_uri is None:
+        raise InvalidState(
+            f"order {order.order_id} is {order.state} and names no delivery on the ledger yet; "
+            "wait until its node completes (or fails) it"
+        )
+    with store.open(order.delivery_uri) as stream:
         data = stream.read(MAX_DELIVERY + 1)
     delivery = Delivery.parse(data)
-    if delivery.order_id != order_id:
+    if delivery.order_id != order.order_id:
         raise MalformedInput(
-            f"the delivery announced for order {order_id} is for order {delivery.order_id}; do not use it"
+            f"the delivery the ledger names for order {order.order_id} is for order {delivery.order_id}; do not use it"
         )
     return delivery

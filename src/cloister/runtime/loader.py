@@ -25,7 +25,17 @@ from cloister.engines.job import JobSpec, read_progress
 from cloister.engines.manifest import EngineManifest
 from cloister.engines.runner import start_engine
 from cloister.errors import CloisterError, DigestMismatch, InputRefused, LoaderError, StorageError
-from cloister.ledger.records import DATASET, ENGINE, MODEL, Account, KeyGrant, Offer, Order
+from cloister.ledger.records import (
+    DATASET,
+    ENGINE,
+    INFERENCE,
+    MODEL,
+    Account,
+    DeploymentTerms,
+    KeyGrant,
+    Offer,
+    Order,
+)
 from cloister.provenance.dsse import Envelope
 from cloister.provenance.fields import ContentRef
 from cloister.provenance.report import (
@@ -56,6 +66,7 @@ from cloister.storage import BlobStore
 
 MODEL_ROLE = "model"
 DATASETS_ROLE = "datasets"
+ADAPTERS_ROLE = "adapters"
 _SUFFIX_RE = re.compile(r"\.[A-Za-z0-9]{1,16}$")
 ProgressCallback = Callable[[Mapping[str, Any]], None]
 CheckpointCallback = Callable[[SealedCheckpoint], None]
@@ -76,6 +87,7 @@ class PreparedJob:
     params: Mapping[str, Any]
     started_at: int
     resumed: Checkpoint | None = None
+    adapters: tuple[ContentRef, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -165,8 +177,9 @@ class TrustedLoader:
         engine_offer = _offer(offers, order.engine_offer, ENGINE)
         model_offer = _offer(offers, order.model_offer, MODEL)
         dataset_offers = [_offer(offers, offer_id, DATASET) for offer_id in order.dataset_offers]
+        adapter_offers = [_offer(offers, offer_id, MODEL) for offer_id in order.adapter_offers]
         engine = _ref(engine_offer)
-        for offer in (model_offer, *dataset_offers):
+        for offer in (model_offer, *dataset_offers, *adapter_offers):
             allowed = offer.restrictions.engine_digests
             if allowed and engine.digest not in allowed:
                 raise InputRefused(
@@ -185,15 +198,18 @@ class TrustedLoader:
             ) from None
         finally:
             bundle_file.unlink(missing_ok=True)
+        given = order.params
+        if order.kind == INFERENCE:  # the deployment's terms are for the ledger and the gateway, not the engine
+            given = {name: value for name, value in given.items() if name not in DeploymentTerms.PARAMS}
         try:
-            params = engine_params(manifest, order.params)
+            params = engine_params(manifest, given)
         except CloisterError as exc:
             raise InputRefused(exc.message, input="params", check="parameters") from None
+        roles = {MODEL_ROLE: [model_offer], DATASETS_ROLE: dataset_offers, ADAPTERS_ROLE: adapter_offers}
         inputs = {
-            MODEL_ROLE: (self._input(order, model_offer, grants, workspace, MODEL_ROLE, engine.digest),),
-            DATASETS_ROLE: tuple(
-                self._input(order, o, grants, workspace, DATASETS_ROLE, engine.digest) for o in dataset_offers
-            ),
+            role: tuple(self._input(order, o, grants, workspace, role, engine.digest) for o in role_offers)
+            for role, role_offers in roles.items()
+            if role_offers or role in manifest.inputs
         }
         try:
             manifest.check_inputs(inputs)
@@ -222,6 +238,7 @@ class TrustedLoader:
             params=params,
             started_at=started_at,
             resumed=resume.checkpoint if resume is not None else None,
+            adapters=tuple(_ref(offer) for offer in adapter_offers),
         )
 
     def _input(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from cloister.errors import NonceMismatch, RecordNotFound, WrongChain
-from cloister.ledger.contracts import accounts, failover, machines, offers, orders
+from cloister.ledger.contracts import accounts, deployments, disputes, failover, machines, offers, orders
 from cloister.ledger.contracts.call import BlockContext, Call, Handler, Outcome
 from cloister.ledger.envelope import SignedTransaction
 from cloister.ledger.genesis import Genesis
@@ -26,6 +26,8 @@ HANDLERS: dict[type[Payload], Handler] = {
     **offers.HANDLERS,
     **orders.HANDLERS,
     **failover.HANDLERS,
+    **deployments.HANDLERS,
+    **disputes.HANDLERS,
 }
 
 

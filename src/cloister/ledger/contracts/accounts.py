@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from cloister.errors import InsufficientFunds, NotAuthorized, RecordExists
+from cloister.errors import InsufficientFunds, InvalidState, NotAuthorized, RecordExists
 from cloister.ledger.contracts.call import Call, Handler
-from cloister.ledger.records import Account, Provider, account_key, provider_key
+from cloister.ledger.records import INFERENCE, OPEN_ORDER_STATES, Account, Provider, account_key, provider_key
 from cloister.ledger.transactions import (
     DepositStake,
     FaucetDrip,
@@ -55,7 +55,18 @@ def deposit_stake(call: Call, p: DepositStake) -> None:
     call.emit("stake.deposited", address=call.sender, amount=p.amount, stake=account.stake + p.amount)
 
 
+def _serving(call: Call) -> list[str]:
+    """The open deployments some machine of the sender is assigned to."""
+    mine = {machine.machine_id for machine in call.read.machines(provider=call.sender)}
+    return [
+        order.order_id
+        for order in call.read.orders()
+        if order.kind == INFERENCE and order.state in OPEN_ORDER_STATES and mine.intersection(order.machines)
+    ]
+
+
 def withdraw_stake(call: Call, p: WithdrawStake) -> None:
+    """Take stake back, but never below the serving stake while a machine serves: it is what a liar loses."""
     account = call.read.account(call.sender)
     if account.stake < p.amount:
         raise InsufficientFunds(
@@ -63,6 +74,14 @@ def withdraw_stake(call: Call, p: WithdrawStake) -> None:
             needed=p.amount,
             stake=account.stake,
         )
+    floor = call.params.min_serving_stake
+    if account.stake - p.amount < floor:
+        serving = _serving(call)
+        if serving:
+            raise InvalidState(
+                f"machines of {call.sender} serve deployment {', '.join(serving)}, which needs {floor} units "
+                f"staked; withdraw at most {max(0, account.stake - floor)} until it ends"
+            )
     call.put(dataclasses.replace(account, stake=account.stake - p.amount))
     call.credit(call.sender, p.amount)
     call.emit("stake.withdrawn", address=call.sender, amount=p.amount, stake=account.stake - p.amount)

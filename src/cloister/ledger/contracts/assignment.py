@@ -1,7 +1,9 @@
 """Which machines an order runs on: every restriction checked, then a deterministic draw from ledger entropy.
 
 Anyone can recompute an assignment from the ledger: the candidates are sorted by machine id and the draw is
-seeded by ``sha256(randomness || order_id)``, where ``randomness`` is the previous block hash.
+seeded by ``sha256(randomness || order_id)``, where ``randomness`` is the previous block hash. A deployment's
+replicas may come from different compute offers (each keeps its own), and their providers must hold the serving
+stake that disputes and timeouts slash.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 
 from cloister.errors import NoEligibleMachine, RestrictionViolated
 from cloister.ledger.contracts.call import Call
-from cloister.ledger.records import COMPUTE, OPEN_ORDER_STATES, Machine, Offer
+from cloister.ledger.records import COMPUTE, INFERENCE, OPEN_ORDER_STATES, Machine, Offer, OrderKind
 
 
 @dataclass(frozen=True)
@@ -53,13 +55,27 @@ def _placement_refusal(offer: Offer, machine: Machine) -> str | None:
     return None
 
 
+def min_stake(call: Call, kind: OrderKind) -> int:
+    """The stake a provider needs for its machines to take an order of ``kind``."""
+    params = call.params
+    if kind == INFERENCE:
+        return max(params.min_provider_stake, params.min_serving_stake)
+    return params.min_provider_stake
+
+
 class _Eligibility:
     """Sorts every registered machine into eligible candidates and counted reasons for refusal."""
 
     def __init__(
-        self, call: Call, content: Sequence[Offer], computes: Sequence[Offer], tried: Collection[str] = ()
+        self,
+        call: Call,
+        kind: OrderKind,
+        content: Sequence[Offer],
+        computes: Sequence[Offer],
+        tried: Collection[str] = (),
     ) -> None:
         self.call = call
+        self.min_stake = min_stake(call, kind)
         self.content = content
         self.computes = computes
         self.tried = tried
@@ -87,8 +103,8 @@ class _Eligibility:
             return f"no heartbeat for over {params.heartbeat_timeout}s"
         if machine.machine_id in self.busy:
             return "busy with another order"
-        if self.call.read.account(machine.provider).stake < params.min_provider_stake:
-            return f"provider stake below {params.min_provider_stake}"
+        if self.call.read.account(machine.provider).stake < self.min_stake:
+            return f"provider stake below {self.min_stake}"
         for offer in self.content:
             refusal = _placement_refusal(offer, machine)
             if refusal:
@@ -103,10 +119,13 @@ class _Eligibility:
         return str(refusals[0])
 
 
-def draw(randomness: bytes, order_id: str, candidates: Sequence[Candidate], count: int) -> list[Candidate]:
+def draw(
+    randomness: bytes, order_id: str, candidates: Sequence[Candidate], count: int, *, one_offer: bool = True
+) -> list[Candidate]:
     """Pick ``count`` candidates without replacement: draw ``i`` takes ``sha256(seed || i) mod remaining``.
 
-    ``i`` is 4 big-endian bytes. Picks after the first share its compute offer: one order, one compute price.
+    ``i`` is 4 big-endian bytes. With ``one_offer`` (fine-tunes), picks after the first share its compute offer:
+    one order, one compute price.
     """
     seed = hashlib.sha256(randomness + order_id.encode()).digest()
     remaining = list(candidates)
@@ -116,7 +135,8 @@ def draw(randomness: bytes, order_id: str, candidates: Sequence[Candidate], coun
             break
         draw_hash = hashlib.sha256(seed + i.to_bytes(4, "big")).digest()
         picked.append(remaining.pop(int.from_bytes(draw_hash, "big") % len(remaining)))
-        remaining = [c for c in remaining if c.offer.offer_id == picked[0].offer.offer_id]
+        if one_offer:
+            remaining = [c for c in remaining if c.offer.offer_id == picked[0].offer.offer_id]
     return picked
 
 
@@ -135,21 +155,23 @@ def _accepting(call: Call, engine_digest: str, lease_hours: int) -> list[Offer]:
 def assign(
     call: Call,
     order_id: str,
+    kind: OrderKind,
     content: Sequence[Offer],
     compute: Offer | None,
     *,
-    engine_digest: str,
     lease_hours: int,
     replicas: int,
 ) -> list[Candidate]:
-    """The machines (and compute offer) an order gets, or :class:`NoEligibleMachine` saying why none fit.
+    """The machines (and their compute offers) an order gets, or :class:`NoEligibleMachine` saying why none fit.
 
-    ``content`` and a named ``compute`` offer have passed :func:`check_terms`; without a named one, every
-    active compute offer whose terms accept the order is considered.
+    ``content`` (engine last) and a named ``compute`` offer have passed :func:`check_terms`; without a named
+    one, every active compute offer whose terms accept the order is considered.
     """
+    engine_digest = content[-1].content_digest or ""
     computes = [compute] if compute is not None else _accepting(call, engine_digest, lease_hours)
-    eligibility = _Eligibility(call, content, computes)
-    picked = draw(call.ctx.randomness, order_id, eligibility.candidates(), replicas)
+    eligibility = _Eligibility(call, kind, content, computes)
+    candidates = eligibility.candidates()
+    picked = draw(call.ctx.randomness, order_id, candidates, replicas, one_offer=kind != INFERENCE)
     if len(picked) < replicas:
         reasons = ", ".join(f"{n} {why}" for why, n in sorted(eligibility.refusals.items()))
         raise NoEligibleMachine(
@@ -162,15 +184,22 @@ def assign(
 
 
 def reassign(
-    call: Call, order_id: str, content: Sequence[Offer], current: Offer, tried: Collection[str], lease_hours: int
+    call: Call,
+    order_id: str,
+    kind: OrderKind,
+    content: Sequence[Offer],
+    current: Offer,
+    tried: Collection[str],
+    lease_hours: int,
 ) -> Candidate | None:
-    """The machine that takes an order over, or ``None``: the draw of :func:`assign` over machines not yet
-    tried, under compute offers priced like ``current`` at no more, so the escrow still covers the order."""
+    """The machine that takes a seat of an order over, or ``None``: the draw of :func:`assign` over machines not
+    yet tried, under compute offers priced like ``current`` at no more, so the escrow still covers the order."""
     engine_digest = content[-1].content_digest or ""
     computes = [
         offer
         for offer in _accepting(call, engine_digest, lease_hours)
         if offer.pricing.model == current.pricing.model and offer.pricing.amount <= current.pricing.amount
     ]
-    picked = draw(call.ctx.randomness, order_id, _Eligibility(call, content, computes, tried).candidates(), 1)
+    candidates = _Eligibility(call, kind, content, computes, tried).candidates()
+    picked = draw(call.ctx.randomness, order_id, candidates, 1)
     return picked[0] if picked else None
