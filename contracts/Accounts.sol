@@ -78,8 +78,32 @@ library Accounts {
         Base.amount(amount, "amount");
         Account storage account = s.accounts[sender];
         if (account.stake < amount) revert StakeTooLow(sender, amount, account.stake);
+        uint64 floor = s.params.minServingStake;
+        if (account.stake - amount < floor) {
+            bytes8[] memory serving = _serving(s, sender);
+            if (serving.length > 0) revert StakeServing(sender, account.stake, floor, serving);
+        }
         account.stake -= amount;
         Base.credit(s, sender, amount);
         emit StakeWithdrawn(Base.seq(s), sender, amount, account.stake);
+    }
+
+    /// The open deployments some machine of ``provider`` is assigned to: its stake is what a liar loses there.
+    function _serving(State storage s, bytes20 provider) private view returns (bytes8[] memory found) {
+        found = new bytes8[](s.orderIds.length);
+        uint256 count;
+        for (uint256 i = 0; i < s.orderIds.length; i++) {
+            Order storage order = s.orders[s.orderIds[i]];
+            if (order.kind != OrderKind.Inference || order.state > OrderState.Running) continue;
+            for (uint256 j = 0; j < order.machines.length; j++) {
+                if (s.machines[order.machines[j]].provider == provider) {
+                    found[count++] = order.id;
+                    break;
+                }
+            }
+        }
+        assembly {
+            mstore(found, count)
+        }
     }
 }

@@ -7,12 +7,15 @@ import "./Base.sol";
 /// restriction checked, then a deterministic draw from the previous block hash.
 library Assignment {
     /// Every machine sorted by id into eligible candidates (with their compute offer) and refusals; machines
-    /// already tried for ``orderId`` (released checkpoints) are not candidates.
-    function candidates(State storage s, bytes8 orderId, bytes8[] memory content, bytes8[] memory computes)
-        internal
-        view
-        returns (Candidates memory found, Refused[] memory refusals)
-    {
+    /// already tried for ``orderId`` (released checkpoints) are not candidates. A deployment (``serving``) takes
+    /// only machines whose provider holds the serving stake too.
+    function candidates(
+        State storage s,
+        bytes8 orderId,
+        bytes8[] memory content,
+        bytes8[] memory computes,
+        bool serving
+    ) internal view returns (Candidates memory found, Refused[] memory refusals) {
         found = Candidates(new bytes8[](s.machineIds.length), new bytes8[](s.machineIds.length), 0);
         refusals = new Refused[](s.machineIds.length);
         uint256 refused;
@@ -20,7 +23,7 @@ library Assignment {
             bytes8 machineId = s.machineIds[i];
             (bool eligible, bytes8 offerId, Refusal reason) = tried(s, orderId, machineId)
                 ? (false, bytes8(0), Refusal.Busy)
-                : _judge(s, s.machines[machineId], content, computes);
+                : _judge(s, s.machines[machineId], content, computes, serving);
             if (eligible) {
                 found.machineIds[found.count] = machineId;
                 found.offerIds[found.count++] = offerId;
@@ -77,23 +80,25 @@ library Assignment {
     }
 
     /// Pick ``count`` candidates without replacement: draw i takes sha256(seed || i) mod remaining, with
-    /// seed = sha256(randomness || "or-<id hex>"); picks after the first share its compute offer.
-    function draw(bytes32 randomness, bytes8 orderId, Candidates memory found, uint256 count)
+    /// seed = sha256(randomness || "or-<id hex>"); with ``sameOffer`` (a fine-tune) picks after the first share
+    /// its compute offer, else each keeps its own. Returns each pick's compute offer too.
+    function draw(bytes32 randomness, bytes8 orderId, Candidates memory found, uint256 count, bool sameOffer)
         internal
         pure
-        returns (bytes8[] memory picked, bytes8 offerOfFirst)
+        returns (bytes8[] memory picked, bytes8[] memory offers)
     {
         bytes32 seed = sha256(abi.encodePacked(randomness, "or-", _hex(orderId)));
         picked = new bytes8[](count);
+        offers = new bytes8[](count);
         uint256 made;
         uint256 remaining = found.count;
         for (uint256 i = 0; i < count && remaining > 0; i++) {
             uint256 index = uint256(sha256(abi.encodePacked(seed, uint32(i)))) % remaining;
-            picked[made++] = found.machineIds[index];
-            if (i == 0) offerOfFirst = found.offerIds[index];
+            (picked[made], offers[made]) = (found.machineIds[index], found.offerIds[index]);
+            made++;
             uint256 kept;
             for (uint256 k = 0; k < remaining; k++) {
-                if (k != index && found.offerIds[k] == offerOfFirst) {
+                if (k != index && (!sameOffer || found.offerIds[k] == offers[0])) {
                     (found.machineIds[kept], found.offerIds[kept]) = (found.machineIds[k], found.offerIds[k]);
                     kept++;
                 }
@@ -102,6 +107,7 @@ library Assignment {
         }
         assembly {
             mstore(picked, made)
+            mstore(offers, made)
         }
     }
 
@@ -112,16 +118,22 @@ library Assignment {
     }
 
     /// The machine as a candidate (with its compute offer), or why it is not one.
-    function _judge(State storage s, Machine storage machine, bytes8[] memory content, bytes8[] memory computes)
-        private
-        view
-        returns (bool eligible, bytes8 offerId, Refusal reason)
-    {
+    function _judge(
+        State storage s,
+        Machine storage machine,
+        bytes8[] memory content,
+        bytes8[] memory computes,
+        bool serving
+    ) private view returns (bool eligible, bytes8 offerId, Refusal reason) {
         if (!machine.active) return (false, 0, Refusal.Retired);
         uint64 last = machine.lastHeartbeat;
         if (Base.time() > last && Base.time() - last > s.params.heartbeatTimeout) return (false, 0, Refusal.Silent);
         if (s.busy[machine.id] > 0) return (false, 0, Refusal.Busy);
-        if (s.accounts[machine.provider].stake < s.params.minProviderStake) return (false, 0, Refusal.LowStake);
+        uint64 stake = s.accounts[machine.provider].stake;
+        if (serving && (stake < s.params.minProviderStake || stake < s.params.minServingStake)) {
+            return (false, 0, Refusal.LowServingStake);
+        }
+        if (stake < s.params.minProviderStake) return (false, 0, Refusal.LowStake);
         for (uint256 i = 0; i < content.length; i++) {
             (bool allowed, Refusal why) = _placement(s.offers[content[i]], machine);
             if (!allowed) return (false, content[i], why);

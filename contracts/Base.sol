@@ -5,6 +5,8 @@ import "./CloisterTypes.sol";
 
 /// The helpers every area shares: the envelope (sender and nonce), lookups, balances and field checks.
 library Base {
+    uint256 private constant HALF_ORDER = 0x7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0;
+
     /// The sender's account after checking and consuming its nonce (a revert undoes the increment).
     function begin(State storage s, uint64 nonce) internal returns (bytes20 sender) {
         sender = s.accountOf[msg.sender];
@@ -63,6 +65,61 @@ library Base {
     function activeMachine(State storage s, bytes8 id, bytes20 sender) internal view returns (Machine storage found) {
         found = providedMachine(s, id, sender);
         if (!found.active) revert MachineRetired(id);
+    }
+
+    /// The order, if it is of ``kind``: deployments and fine-tunes take different transactions.
+    function orderOfKind(State storage s, bytes8 id, OrderKind kind) internal view returns (Order storage found) {
+        found = order(s, id);
+        if (found.kind != kind) revert WrongOrderKind(id, found.kind);
+    }
+
+    /// The deployment, if the sender is its gateway: only the gateway settles usage and reports replicas.
+    function gatewayOrder(State storage s, bytes8 id, bytes20 sender) internal view returns (Order storage found) {
+        found = orderOfKind(s, id, OrderKind.Inference);
+        if (found.gateway != sender) revert NotGateway(id, found.gateway);
+    }
+
+    /// Whether the machine holds (or held) a seat on the order: assigned to it now or before.
+    function hasSeat(State storage s, bytes8 orderId, bytes8 machineId) internal view returns (bool) {
+        return s.checkpointSlot[keccak256(abi.encode(orderId, machineId))] != 0;
+    }
+
+    /// The (order, machine) checkpoint, appended empty (machine id zero) if there is none yet.
+    function slot(State storage s, bytes8 orderId, bytes8 machineId) internal returns (Checkpoint storage) {
+        bytes32 key = keccak256(abi.encode(orderId, machineId));
+        Checkpoint[] storage all = s.checkpoints[orderId];
+        if (s.checkpointSlot[key] == 0) {
+            all.push();
+            s.checkpointSlot[key] = all.length;
+        }
+        return all[s.checkpointSlot[key] - 1];
+    }
+
+    /// The offers whose content the order reads, in the order the contract reads them: model, datasets…,
+    /// adapters…, engine.
+    function contentOffers(Order storage found) internal view returns (bytes8[] memory content) {
+        uint256 datasets = found.datasetOffers.length;
+        uint256 adapters = found.adapterOffers.length;
+        content = new bytes8[](datasets + adapters + 2);
+        content[0] = found.modelOffer;
+        for (uint256 i = 0; i < datasets; i++) {
+            content[1 + i] = found.datasetOffers[i];
+        }
+        for (uint256 i = 0; i < adapters; i++) {
+            content[1 + datasets + i] = found.adapterOffers[i];
+        }
+        content[content.length - 1] = found.engineOffer;
+    }
+
+    /// Revert unless the network's attestation registrar made the 65-byte signature (r, s, v) of ``digest``.
+    function registrarSigned(State storage s, bytes32 digest, bytes calldata signature) internal view {
+        if (signature.length != 65) revert RegistrarSignatureInvalid();
+        bytes32 r = bytes32(signature[0:32]);
+        bytes32 s_ = bytes32(signature[32:64]);
+        uint8 v = uint8(signature[64]);
+        if (uint256(s_) > HALF_ORDER || (v != 27 && v != 28)) revert RegistrarSignatureInvalid();
+        address signer = ecrecover(digest, v, r, s_);
+        if (signer == address(0) || signer != s.registrar) revert RegistrarSignatureInvalid();
     }
 
     /// Id of the record a transaction creates: the first 8 bytes of its Cloister transaction hash.

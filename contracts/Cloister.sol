@@ -2,6 +2,8 @@
 pragma solidity 0.8.37;
 
 import "./Accounts.sol";
+import "./Deployments.sol";
+import "./Disputes.sol";
 import "./Failover.sol";
 import "./Machines.sol";
 import "./Offers.sol";
@@ -112,10 +114,16 @@ contract Cloister {
         Orders.startOrder(s, nonce, orderId, machineId);
     }
 
-    function completeOrder(uint64 nonce, bytes8 orderId, bytes8 machineId, uint64 usageSeconds, bytes32 report)
-        external
-    {
-        Orders.completeOrder(s, nonce, orderId, machineId, usageSeconds, report);
+    function completeOrder(
+        uint64 nonce,
+        bytes8 orderId,
+        bytes8 machineId,
+        uint64 usageSeconds,
+        bytes32 report,
+        bytes32 manifest,
+        string calldata deliveryUri
+    ) external {
+        Orders.completeOrder(s, nonce, orderId, machineId, usageSeconds, report, manifest, deliveryUri);
     }
 
     function recordCheckpoint(
@@ -124,21 +132,75 @@ contract Cloister {
         bytes8 machineId,
         uint64 step,
         uint64 usageSeconds,
-        bytes32 digest
+        bytes32 digest,
+        string calldata noticeUri
     ) external {
-        Failover.recordCheckpoint(s, nonce, orderId, machineId, step, usageSeconds, digest);
+        Failover.recordCheckpoint(s, nonce, orderId, machineId, step, usageSeconds, digest, noticeUri);
+    }
+
+    function postResumeGrant(uint64 nonce, bytes8 orderId, bytes8 machineId, bytes calldata sealedKey) external {
+        Failover.postResumeGrant(s, nonce, orderId, machineId, sealedKey);
     }
 
     function reassignOrder(uint64 nonce, bytes8 orderId, bytes8 machineId) external {
         Failover.reassignOrder(s, nonce, orderId, machineId);
     }
 
-    function failOrder(uint64 nonce, bytes8 orderId, bytes8 machineId, string calldata reason) external {
-        Orders.failOrder(s, nonce, orderId, machineId, reason);
+    function failOrder(
+        uint64 nonce,
+        bytes8 orderId,
+        bytes8 machineId,
+        string calldata reason,
+        string calldata deliveryUri
+    ) external {
+        Orders.failOrder(s, nonce, orderId, machineId, reason, deliveryUri);
     }
 
     function cancelOrder(uint64 nonce, bytes8 orderId) external {
         Orders.cancelOrder(s, nonce, orderId);
+    }
+
+    function registerEndpoint(
+        uint64 nonce,
+        bytes8 orderId,
+        bytes8 machineId,
+        string calldata url,
+        bytes32 deploymentKey,
+        bytes calldata keySignature,
+        bytes calldata registrarSignature
+    ) external {
+        Deployments.registerEndpoint(
+            s, nonce, orderId, machineId, url, deploymentKey, keySignature, registrarSignature
+        );
+    }
+
+    function stopDeployment(uint64 nonce, bytes8 orderId) external {
+        Deployments.stopDeployment(s, nonce, orderId);
+    }
+
+    function depositCredit(uint64 nonce, bytes8 orderId, uint64 amount) external {
+        Deployments.depositCredit(s, nonce, orderId, amount);
+    }
+
+    function withdrawCredit(uint64 nonce, bytes8 orderId, uint64 amount) external {
+        Deployments.withdrawCredit(s, nonce, orderId, amount);
+    }
+
+    function settleUsage(uint64 nonce, bytes8 orderId, bytes20 user, uint64 tokens, bytes32 receipts) external {
+        Deployments.settleUsage(s, nonce, orderId, user, tokens, receipts);
+    }
+
+    function openDispute(
+        uint64 nonce,
+        bytes32 txHash,
+        DisputeInput calldata input,
+        bytes calldata registrarSignature
+    ) external {
+        Disputes.openDispute(s, nonce, txHash, input, registrarSignature);
+    }
+
+    function reportTimeout(uint64 nonce, bytes8 orderId, bytes8 machineId, bytes32 requestDigest) external {
+        Disputes.reportTimeout(s, nonce, orderId, machineId, requestDigest);
     }
 
     // --- reads ---------------------------------------------------------------------------------------------
@@ -218,5 +280,30 @@ contract Cloister {
     function getCheckpoints(bytes8 orderId) external view returns (Checkpoint[] memory) {
         Base.order(s, orderId);
         return s.checkpoints[orderId];
+    }
+
+    function getResumeGrants(bytes8 orderId) external view returns (ResumeGrant[] memory) {
+        Base.order(s, orderId);
+        return s.resumeGrants[orderId];
+    }
+
+    function getEndpoints(bytes8 orderId) external view returns (Endpoint[] memory) {
+        Base.order(s, orderId);
+        return s.endpoints[orderId];
+    }
+
+    function getCredit(bytes8 orderId, bytes20 user) external view returns (Credit memory) {
+        Base.order(s, orderId);
+        return s.credits[keccak256(abi.encode(orderId, user))];
+    }
+
+    function getDisputes(bytes8 orderId) external view returns (Dispute[] memory) {
+        Base.order(s, orderId);
+        return s.disputes[orderId];
+    }
+
+    function getTimeouts(bytes8 orderId) external view returns (Timeout[] memory) {
+        Base.order(s, orderId);
+        return s.timeouts[orderId];
     }
 }

@@ -3,7 +3,8 @@ pragma solidity 0.8.37;
 
 // The records of cloister.ledger.records, as stored on chain. Accounts are keyed by their Cloister address
 // (20 bytes, derived from the Ed25519 signing key) and act through the Ethereum address bound at registration.
-// Ids are the 8 bytes that follow "mc-", "of-" and "or-". Times are block timestamps (seconds).
+// Ids are the 8 bytes that follow "mc-", "of-", "or-" and "dp-". Times are block timestamps (seconds). An empty
+// string, a zero digest and NONE stand for a JSON null.
 
 enum OfferKind {
     Model,
@@ -20,7 +21,8 @@ enum PricingModel {
 }
 
 enum OrderKind {
-    Finetune
+    Finetune,
+    Inference
 }
 
 enum OrderState {
@@ -37,6 +39,11 @@ struct Params {
     uint64 heartbeatTimeout;
     uint64 minProviderStake;
     uint64 challengeTtl;
+    uint64 minServingStake;
+    uint64 maxReplicas;
+    uint64 disputeSlashBps;
+    uint64 refereeShareBps;
+    uint64 timeoutSlashBps;
 }
 
 struct Account {
@@ -149,6 +156,11 @@ struct Order {
     bytes8[] machines;
     bytes params; // canonical JSON of the hyper-parameters
     string failureReason; // set when failed
+    bytes8[] adapterOffers; // inference only
+    bytes32 manifestDigest; // set when completed, if the run wrote a manifest
+    string deliveryUri; // set when completed, and when failed if the machine delivered a report
+    bytes20 gateway; // inference: params.gateway, the account that settles usage and opens disputes
+    uint64 pricePer1kTokens; // inference: params.price_per_1k_tokens
 }
 
 struct OrderInput {
@@ -162,6 +174,9 @@ struct OrderInput {
     uint32 leaseHours;
     uint32 replicas;
     uint64 deposit;
+    bytes8[] adapterOffers;
+    bytes20 gateway; // inference: what params.gateway says (readers check they agree)
+    uint64 pricePer1kTokens; // inference: what params.price_per_1k_tokens says
 }
 
 struct Grant {
@@ -182,7 +197,8 @@ struct KeyRefusal {
 }
 
 /// An order's progress on one machine (records.Checkpoint); a zero digest is none. Released once the order
-/// moved off the machine, with the usage share it is paid for.
+/// moved off the machine, with the usage share it is paid for. An inference order's machines each hold one
+/// from their assignment (a seat, step 0), with the compute offer they were drawn under.
 struct Checkpoint {
     bytes8 machineId;
     bytes8 computeOffer;
@@ -191,6 +207,66 @@ struct Checkpoint {
     bytes32 digest;
     bool released;
     uint64 updatedAt;
+    string noticeUri;
+}
+
+/// The owner's key to a fine-tune's latest released checkpoint, sealed to a replacement machine (ResumeGrant).
+struct ResumeGrant {
+    bytes8 machineId;
+    bytes32 checkpointDigest;
+    bytes sealedKey;
+    uint64 createdAt;
+}
+
+/// Where one replica of a deployment serves, with the deployment key its loader signed (records.Endpoint).
+struct Endpoint {
+    bytes8 machineId;
+    string url;
+    bytes32 deploymentKey;
+    bytes keySignature;
+    uint64 registeredAt;
+    uint64 removedAt; // NONE while serving
+}
+
+/// What one end user prepaid for one deployment (records.Credit).
+struct Credit {
+    uint64 balance;
+    uint64 spent;
+    uint64 updatedAt;
+}
+
+/// A judged disagreement between replicas over one request (records.Dispute); a zero output digest is none.
+struct Dispute {
+    bytes8 id;
+    bytes32 requestDigest;
+    bytes[] commitments;
+    bytes32 outputDigest;
+    bytes8[] slashed;
+    bytes8[] rewarded;
+    uint64 slashedAmount;
+    bytes20 openedBy;
+    uint64 createdAt;
+}
+
+/// A replica that did not commit to a request in time, and what its provider lost (records.Timeout).
+struct Timeout {
+    bytes8 machineId;
+    bytes32 requestDigest;
+    uint64 amount;
+    uint64 createdAt;
+}
+
+/// A dispute as the registrar judged it off chain (cloister.consensus): the signed commitments it checked
+/// against the machines' loader keys, and the verdict (machines sorted by id; referees: the majority's
+/// machines that committed as referee).
+struct DisputeInput {
+    bytes8 orderId;
+    bytes32 requestDigest;
+    bytes[] commitments;
+    bytes32 outputDigest;
+    bytes8[] majority;
+    bytes8[] referees;
+    bytes8[] dissenters;
 }
 
 // Why a machine was not eligible for an order (cloister.ledger.contracts.assignment).
@@ -199,6 +275,7 @@ enum Refusal {
     Silent,
     Busy,
     LowStake,
+    LowServingStake,
     Platform,
     Region,
     NotOffered
@@ -254,6 +331,17 @@ struct State {
     mapping(bytes32 => bool) refused;
     mapping(bytes8 => Checkpoint[]) checkpoints;
     mapping(bytes32 => uint256) checkpointSlot; // keccak(order, machine) => index + 1
+    mapping(bytes8 => ResumeGrant[]) resumeGrants;
+    mapping(bytes32 => bool) resumed; // keccak(order, machine)
+    mapping(bytes8 => Endpoint[]) endpoints;
+    mapping(bytes32 => uint256) endpointSlot; // keccak(order, machine) => index + 1
+    mapping(bytes8 => bytes32) deploymentKeys; // the first endpoint's key, every replica's
+    mapping(bytes32 => Credit) credits; // keccak(order, user)
+    mapping(bytes8 => Dispute[]) disputes;
+    mapping(bytes32 => bool) disputed; // keccak(order, request digest)
+    mapping(bytes8 => bool) disputeIds;
+    mapping(bytes8 => Timeout[]) timeouts;
+    mapping(bytes32 => bool) timedOut; // keccak(order, machine, request digest)
 }
 
 // --- limits (cloister.ledger.records) and codes the rejections use (mirrored in reverts.py) ---
@@ -283,6 +371,19 @@ uint8 constant WHEN_FAILING = 3;
 uint8 constant WHEN_CANCELLING = 4;
 uint8 constant WHEN_CHECKPOINTING = 5;
 uint8 constant WHEN_REASSIGNING = 6;
+uint8 constant WHEN_GRANTING_DEPLOYMENT = 7;
+uint8 constant WHEN_SERVING = 8;
+uint8 constant WHEN_WITHDRAWING = 9;
+uint8 constant WHEN_RESUMING = 10;
+uint8 constant WHEN_STOPPING = 11;
+uint8 constant WHEN_CREDITING = 12;
+uint8 constant FOR_CREDIT = 3;
+uint8 constant TO_CANCEL = 0;
+uint8 constant TO_STOP = 1;
+uint8 constant TO_RESUME = 2;
+uint256 constant MAX_ADAPTERS = 8;
+uint256 constant MAX_COMMITMENT = 4096;
+uint256 constant MAX_REPLICAS = 64;
 
 // --- rejections: each maps to one cloister.errors class (cloister/ledger/evm/reverts.py) ---
 
@@ -310,7 +411,7 @@ error FaucetLimit(uint64 limit);
 error NotProvider(bytes20 account);
 error NotMachineProvider(bytes8 machineId, bytes20 provider);
 error NotOfferOwner(uint8 action, bytes8 offerId, bytes20 owner);
-error NotOrderOwner(bytes8 orderId, bytes20 owner);
+error NotOrderOwner(uint8 action, bytes8 orderId, bytes20 owner);
 error OfferNotInOrder(bytes8 offerId, bytes8 orderId);
 error MachineNotAssigned(uint8 action, bytes8 machineId, bytes8 orderId);
 error MachineRetired(bytes8 machineId);
@@ -327,6 +428,20 @@ error RegistrarSignatureInvalid();
 error CheckpointBehind(bytes8 machineId, uint64 step, uint64 usageSeconds);
 error MachineAlive(bytes8 machineId, uint64 lastHeartbeat, uint64 timeout);
 error NoEligibleMachine(uint256 picked, uint256 needed, Refused[] refusals);
+error WrongOrderKind(bytes8 orderId, OrderKind kind);
+error TooManyReplicas(uint256 replicas, uint256 maxReplicas);
+error SharesTooHigh(uint256 shareBps);
+error GrantsMissing(bytes8 orderId, bytes8 machineId);
+error DeploymentKeyMismatch(bytes8 orderId, bytes8 machineId, bytes32 deploymentKey);
+error NotGateway(bytes8 orderId, bytes20 gateway);
+error NoSeat(bytes8 machineId, bytes8 orderId);
+error CreditTooLow(bytes8 orderId, bytes20 user, uint256 needed, uint256 balance);
+error CreditOverflow(bytes8 orderId, bytes20 user);
+error DisputeExists(bytes8 orderId, bytes32 requestDigest);
+error TimeoutExists(bytes8 orderId, bytes8 machineId, bytes32 requestDigest);
+error ResumeGrantExists(bytes8 orderId, bytes8 machineId);
+error NoReleasedCheckpoint(bytes8 orderId);
+error StakeServing(bytes20 account, uint256 stake, uint256 floor, bytes8[] orderIds);
 
 // --- events: each carries seq, its position in the ledger's one event stream ---
 
@@ -357,10 +472,63 @@ event OrderReady(uint64 seq, bytes8 indexed orderId, bytes8[] machines);
 event OrderStarted(uint64 seq, bytes8 indexed orderId, bytes8 machineId);
 event Payment(uint64 seq, bytes8 indexed orderId, bytes20 indexed to, uint64 amount, OfferKind kind, bytes8 offerId);
 event Refund(uint64 seq, bytes8 indexed orderId, bytes20 indexed to, uint64 amount);
-event OrderCompleted(uint64 seq, bytes8 indexed orderId, uint64 usageSeconds, bytes32 reportDigest);
-event OrderFailed(uint64 seq, bytes8 indexed orderId, bytes8 machineId, string reason);
+event OrderCompleted(
+    uint64 seq,
+    bytes8 indexed orderId,
+    uint64 usageSeconds,
+    bytes32 reportDigest,
+    bytes32 manifestDigest,
+    string deliveryUri
+);
+event OrderFailed(uint64 seq, bytes8 indexed orderId, bytes8 machineId, string reason, string deliveryUri);
 event OrderCancelled(uint64 seq, bytes8 indexed orderId);
 event OrderCheckpointed(
-    uint64 seq, bytes8 indexed orderId, bytes8 machineId, uint64 step, uint64 usageSeconds, bytes32 digest
+    uint64 seq,
+    bytes8 indexed orderId,
+    bytes8 machineId,
+    uint64 step,
+    uint64 usageSeconds,
+    bytes32 digest,
+    string noticeUri
 );
-event OrderReassigned(uint64 seq, bytes8 indexed orderId, bytes8 from, bytes8 to);
+event OrderReassigned(uint64 seq, bytes8 indexed orderId, bytes8 from, bytes8 to); // to is zero if none was left
+event ResumeGranted(uint64 seq, bytes8 indexed orderId, bytes8 machineId, bytes32 checkpointDigest);
+event EndpointRegistered(uint64 seq, bytes8 indexed orderId, bytes8 machineId, string url, bytes32 deploymentKey);
+event DeploymentStopped(uint64 seq, bytes8 indexed orderId, uint64 servingSeconds);
+event CreditDeposited(uint64 seq, bytes8 indexed orderId, bytes20 indexed user, uint64 amount, uint64 balance);
+event CreditWithdrawn(uint64 seq, bytes8 indexed orderId, bytes20 indexed user, uint64 amount, uint64 balance);
+event UsageSettled(
+    uint64 seq,
+    bytes8 indexed orderId,
+    bytes20 indexed user,
+    uint64 tokens,
+    uint64 charge,
+    bool capped,
+    bytes32 receipts
+);
+event RevenueShared(uint64 seq, bytes8 indexed orderId, bytes20 indexed to, uint64 amount, bytes8 offerId);
+event UsagePaid(uint64 seq, bytes8 indexed orderId, bytes20 indexed to, uint64 amount);
+event DisputeOpened(
+    uint64 seq,
+    bytes8 indexed disputeId,
+    bytes8 indexed orderId,
+    bytes32 requestDigest,
+    bytes32 outputDigest,
+    bytes8[] slashed,
+    bytes8[] rewarded,
+    uint64 slashedAmount,
+    uint64 burned
+);
+event DisputeRewarded(
+    uint64 seq, bytes8 indexed orderId, bytes20 indexed to, uint64 amount, bytes8 disputeId, bytes8 machineId
+);
+// A zero dispute id: slashed for not committing to ``requestDigest`` in time.
+event StakeSlashed(
+    uint64 seq,
+    bytes8 indexed machineId,
+    bytes20 indexed provider,
+    uint64 amount,
+    bytes8 disputeId,
+    bytes32 requestDigest
+);
+event ReplicaTimedOut(uint64 seq, bytes8 indexed orderId, bytes8 machineId, bytes32 requestDigest, uint64 amount);

@@ -11,7 +11,6 @@ library Machines {
     string private constant CHALLENGE_DOMAIN = "cloister/machine-challenge/v1";
     string private constant ATTESTATION_TAG = "cloister/evm-attestation/v1";
     bytes16 private constant DIGITS = "0123456789abcdef";
-    uint256 private constant HALF_ORDER = 0x7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0;
 
     /// Issue the sender a fresh nonce from the previous block's hash; it replaces any earlier one.
     function challengeMachine(State storage s, uint64 nonce, bytes32 txHash) external {
@@ -38,7 +37,7 @@ library Machines {
         bytes32 statement = keccak256(
             abi.encode(ATTESTATION_TAG, address(this), sender, pending.nonce, txHash, keccak256(abi.encode(input)))
         );
-        if (_signer(statement, registrarSignature) != s.registrar) revert RegistrarSignatureInvalid();
+        Base.registrarSigned(s, statement, registrarSignature);
         pending.used = true;
         bytes8 id = Base.newId(txHash);
         Machine storage machine = s.machines[id];
@@ -101,16 +100,6 @@ library Machines {
             revert BadField("tcb_evidence");
         }
         if (input.verdict > 1) revert BadField("verdict");
-    }
-
-    /// The address whose key made the 65-byte signature (r, s, v) of ``digest``; zero if it is malformed.
-    function _signer(bytes32 digest, bytes calldata signature) private pure returns (address) {
-        if (signature.length != 65) return address(0);
-        bytes32 r = bytes32(signature[0:32]);
-        bytes32 s_ = bytes32(signature[32:64]);
-        uint8 v = uint8(signature[64]);
-        if (uint256(s_) > HALF_ORDER || (v != 27 && v != 28)) return address(0);
-        return ecrecover(digest, v, r, s_);
     }
 
     /// Orders the machine is assigned to that are ready or running.

@@ -22,11 +22,6 @@ from cloister.ledger.server import create_app
 from cloister.ledger.wallet import Wallet
 
 GENESIS_TIME = 1_800_000_000
-EVM_PENDING = "EVM mirror of inference contracts in progress"
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", f"evm_pending: skipped on the EVM backend ({EVM_PENDING})")
 
 
 class FakeClock:
@@ -127,8 +122,6 @@ def ledger(
         yield embedded
         return
     if request.param == "evm":
-        if request.node.get_closest_marker("evm_pending"):
-            pytest.skip(EVM_PENDING)
         chain: EvmChain = request.getfixturevalue("evm")
         with chain.ledger(genesis, clock, monkeypatch) as evm_ledger:
             yield evm_ledger

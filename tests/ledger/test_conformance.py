@@ -150,7 +150,6 @@ def test_concurrent_submitters_are_all_accepted(
         assert verify_ledger(embedded.path).height == ledger.head().height
 
 
-@pytest.mark.evm_pending
 def test_block_hashes_are_readable_by_height(ledger: Ledger, make_wallet: MakeWallet, genesis: Genesis) -> None:
     alice = make_wallet("alice")
     head = ledger.head()

@@ -39,7 +39,6 @@ from cloister.ledger.transactions import (
 )
 from cloister.ledger.wallet import Wallet
 
-pytestmark = pytest.mark.evm_pending
 HOUR = 3600
 TIMEOUT = 120  # the suite's heartbeat_timeout
 RECEIPTS = "sha256:" + "4c" * 32

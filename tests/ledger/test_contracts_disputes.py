@@ -17,7 +17,6 @@ from cloister.ledger.records import Dispute, Timeout
 from cloister.ledger.transactions import DepositStake, OpenDispute, ReassignOrder, ReportTimeout
 from cloister.ledger.wallet import Wallet
 
-pytestmark = pytest.mark.evm_pending
 WRONG = "sha256:" + "bd" * 32
 OTHER = "sha256:" + "0e" * 32
 TIMEOUT = 120

@@ -246,7 +246,6 @@ def test_unknown_orders_and_machines_are_refused(market: Market, ledger: Ledger)
     assert ledger.checkpoints(s.order_id) == []
 
 
-@pytest.mark.evm_pending
 def test_the_owner_hands_the_latest_checkpoint_to_the_machine_that_takes_over(
     market: Market, ledger: Ledger, clock: Any
 ) -> None:
@@ -279,7 +278,6 @@ def test_the_owner_hands_the_latest_checkpoint_to_the_machine_that_takes_over(
         market.developer.send(grant)
 
 
-@pytest.mark.evm_pending
 def test_there_is_no_resume_grant_without_a_checkpoint(market: Market, ledger: Ledger, clock: Any) -> None:
     s = Setup(market)
     clock.advance(TIMEOUT + 1)

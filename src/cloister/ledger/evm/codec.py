@@ -15,7 +15,11 @@ from typing import Any
 from cloister.crypto.canonical import canonical_json, loads
 from cloister.crypto.digest import format_digest, parse_digest
 from cloister.crypto.identity import ADDRESS_PREFIX
+from cloister.errors import MalformedInput
 from cloister.ledger.records import (
+    DISPUTE_ID_PREFIX,
+    FINETUNE,
+    INFERENCE,
     MACHINE_ID_PREFIX,
     OFFER_ID_PREFIX,
     OFFER_KINDS,
@@ -27,6 +31,10 @@ from cloister.ledger.records import (
     Account,
     Challenge,
     Checkpoint,
+    Credit,
+    DeploymentTerms,
+    Dispute,
+    Endpoint,
     KeyGrant,
     Machine,
     Offer,
@@ -35,6 +43,8 @@ from cloister.ledger.records import (
     Provider,
     Refusal,
     Restrictions,
+    ResumeGrant,
+    Timeout,
 )
 from cloister.ledger.transactions import (
     CancelOrder,
@@ -42,20 +52,26 @@ from cloister.ledger.transactions import (
     CompleteOrder,
     CreateOffer,
     CreateOrder,
+    DepositCredit,
     DepositStake,
     FailOrder,
     FaucetDrip,
     Heartbeat,
     Payload,
     PostGrant,
+    PostResumeGrant,
     ReassignOrder,
     RecordCheckpoint,
     RefuseGrant,
     RegisterProvider,
+    ReportTimeout,
     RetireMachine,
     RetireOffer,
+    SettleUsage,
     StartOrder,
+    StopDeployment,
     Transfer,
+    WithdrawCredit,
     WithdrawStake,
 )
 
@@ -81,6 +97,16 @@ def id_text(prefix: str, raw: bytes) -> str:
 
 def digest_text(raw: bytes) -> str:
     return format_digest(raw)
+
+
+def optional_digest(raw: bytes) -> str | None:
+    """A digest the contract stores as zero while it is unset."""
+    return None if raw == bytes(32) else format_digest(raw)
+
+
+def optional_text(text: str) -> str | None:
+    """A text the contract stores as empty while it is unset (set, it is never empty)."""
+    return text or None
 
 
 @dataclass(frozen=True)
@@ -142,6 +168,8 @@ def _create_offer(p: CreateOffer) -> Call:
 
 
 def _create_order(p: CreateOrder) -> Call:
+    """The contract stores a deployment's gateway and token price beside its params, which it cannot parse."""
+    terms = DeploymentTerms.of(p.params) if p.kind == INFERENCE else None
     order = (
         ORDER_KINDS.index(p.kind),
         id_bytes(p.model_offer),
@@ -153,6 +181,9 @@ def _create_order(p: CreateOrder) -> Call:
         p.lease_hours,
         p.replicas,
         p.deposit,
+        _ids(p.adapter_offers),
+        address_bytes(terms.gateway) if terms else bytes(20),
+        terms.price_per_1k_tokens if terms else 0,
     )
     return Call("createOrder", (order,), creates=True)
 
@@ -178,7 +209,14 @@ _CALLS: dict[type[Payload], Callable[[Any], Call]] = {
     StartOrder: lambda p: Call("startOrder", (id_bytes(p.order_id), id_bytes(p.machine_id))),
     CompleteOrder: lambda p: Call(
         "completeOrder",
-        (id_bytes(p.order_id), id_bytes(p.machine_id), p.usage_seconds, parse_digest(p.report_digest)),
+        (
+            id_bytes(p.order_id),
+            id_bytes(p.machine_id),
+            p.usage_seconds,
+            parse_digest(p.report_digest),
+            parse_digest(p.manifest_digest) if p.manifest_digest else bytes(32),
+            p.delivery_uri,
+        ),
     ),
     RecordCheckpoint: lambda p: Call(
         "recordCheckpoint",
@@ -188,17 +226,30 @@ _CALLS: dict[type[Payload], Callable[[Any], Call]] = {
             p.step,
             p.usage_seconds,
             parse_digest(p.checkpoint_digest),
+            p.notice_uri,
         ),
     ),
+    PostResumeGrant: lambda p: Call("postResumeGrant", (id_bytes(p.order_id), id_bytes(p.machine_id), p.sealed_key)),
     ReassignOrder: lambda p: Call("reassignOrder", (id_bytes(p.order_id), id_bytes(p.machine_id))),
-    FailOrder: lambda p: Call("failOrder", (id_bytes(p.order_id), id_bytes(p.machine_id), p.reason)),
+    FailOrder: lambda p: Call(
+        "failOrder", (id_bytes(p.order_id), id_bytes(p.machine_id), p.reason, p.delivery_uri or "")
+    ),
     CancelOrder: lambda p: Call("cancelOrder", (id_bytes(p.order_id),)),
+    StopDeployment: lambda p: Call("stopDeployment", (id_bytes(p.order_id),)),
+    DepositCredit: lambda p: Call("depositCredit", (id_bytes(p.order_id), p.amount)),
+    WithdrawCredit: lambda p: Call("withdrawCredit", (id_bytes(p.order_id), p.amount)),
+    SettleUsage: lambda p: Call(
+        "settleUsage", (id_bytes(p.order_id), address_bytes(p.user), p.tokens, parse_digest(p.receipts_digest))
+    ),
+    ReportTimeout: lambda p: Call(
+        "reportTimeout", (id_bytes(p.order_id), id_bytes(p.machine_id), parse_digest(p.request_digest))
+    ),
 }
 
 
 def call_of(payload: Payload) -> Call:
-    """The contract call of a payload; ``account.register`` and ``machine.register`` are built by the ledger
-    (they need the key binding and the registrar's signature)."""
+    """The contract call of a payload; ``account.register``, ``machine.register``, ``deployment.endpoint`` and
+    ``dispute.open`` are built by the ledger (they need the key binding or the registrar's signature)."""
     return _CALLS[type(payload)](payload)
 
 
@@ -291,16 +342,18 @@ def offer_record(value: tuple[Any, ...]) -> Offer:
 
 
 def order_record(value: tuple[Any, ...]) -> Order:
+    """The order, refused if a deployment's stored gateway or price disagree with its params (only a call that
+    bypassed the client could store such a pair)."""
     (raw_id, owner, kind, state, model, engine, compute, lease, replicas, deposit, escrow, created, started, ended) = (
         value[:14]
     )
-    usage, report, datasets, machines, params, failure = value[14:]
-    state_name = ORDER_STATES[state]
-    return Order.from_json(
+    usage, report, datasets, machines, params, failure, adapters, manifest, delivery, gateway, price = value[14:]
+    state_name, kind_name = ORDER_STATES[state], ORDER_KINDS[kind]
+    order = Order.from_json(
         {
             "order_id": id_text(ORDER_ID_PREFIX, raw_id),
             "owner": address_text(owner),
-            "kind": ORDER_KINDS[kind],
+            "kind": kind_name,
             "model_offer": id_text(OFFER_ID_PREFIX, model),
             "dataset_offers": [id_text(OFFER_ID_PREFIX, d) for d in datasets],
             "engine_offer": id_text(OFFER_ID_PREFIX, engine),
@@ -316,10 +369,21 @@ def order_record(value: tuple[Any, ...]) -> Order:
             "started_at": _time(started),
             "ended_at": _time(ended),
             "usage_seconds": usage,
-            "report_digest": digest_text(report) if state_name == "completed" else None,
+            "report_digest": digest_text(report) if state_name == "completed" and kind_name == FINETUNE else None,
             "failure_reason": failure if state_name == "failed" else None,
+            "adapter_offers": [id_text(OFFER_ID_PREFIX, a) for a in adapters],
+            "manifest_digest": optional_digest(manifest),
+            "delivery_uri": optional_text(delivery),
         }
     )
+    if order.kind == INFERENCE:
+        terms = DeploymentTerms.of(order.params)
+        if (terms.gateway, terms.price_per_1k_tokens) != (address_text(gateway), price):
+            raise MalformedInput(
+                f"deployment {order.order_id} stores gateway {address_text(gateway)} and price {price}, but its "
+                f"params say {terms.gateway} and {terms.price_per_1k_tokens}; it was not created through a client"
+            )
+    return order
 
 
 def grant_record(order_id: str, value: tuple[Any, ...]) -> KeyGrant:
@@ -351,7 +415,7 @@ def refusal_record(order_id: str, value: tuple[Any, ...]) -> Refusal:
 
 
 def checkpoint_record(order_id: str, value: tuple[Any, ...]) -> Checkpoint:
-    machine_id, compute, step, usage, digest, released, updated = value
+    machine_id, compute, step, usage, digest, released, updated, notice = value
     return Checkpoint.from_json(
         {
             "order_id": order_id,
@@ -359,9 +423,79 @@ def checkpoint_record(order_id: str, value: tuple[Any, ...]) -> Checkpoint:
             "compute_offer": id_text(OFFER_ID_PREFIX, compute),
             "step": step,
             "usage_seconds": usage,
-            "checkpoint_digest": None if digest == bytes(32) else digest_text(digest),
+            "checkpoint_digest": optional_digest(digest),
             "released": released,
             "updated_at": updated,
+            "notice_uri": optional_text(notice),
+        }
+    )
+
+
+def resume_grant_record(order_id: str, value: tuple[Any, ...]) -> ResumeGrant:
+    machine_id, digest, sealed, created = value
+    return ResumeGrant.from_json(
+        {
+            "order_id": order_id,
+            "machine_id": id_text(MACHINE_ID_PREFIX, machine_id),
+            "checkpoint_digest": digest_text(digest),
+            "sealed_key": _b64(sealed),
+            "created_at": created,
+        }
+    )
+
+
+def endpoint_record(order_id: str, value: tuple[Any, ...]) -> Endpoint:
+    machine_id, url, key, signature, registered, removed = value
+    return Endpoint.from_json(
+        {
+            "order_id": order_id,
+            "machine_id": id_text(MACHINE_ID_PREFIX, machine_id),
+            "url": url,
+            "deployment_key": key.hex(),
+            "key_signature": signature.hex(),
+            "registered_at": registered,
+            "removed_at": _time(removed),
+        }
+    )
+
+
+def credit_record(order_id: str, user: bytes, value: tuple[Any, ...]) -> Credit | None:
+    """The credit, or ``None`` if the user never had one (every write stamps ``updated_at``)."""
+    balance, spent, updated = value
+    if updated == 0:
+        return None
+    return Credit.from_json(
+        {"order_id": order_id, "user": address_text(user), "balance": balance, "spent": spent, "updated_at": updated}
+    )
+
+
+def dispute_record(order_id: str, value: tuple[Any, ...]) -> Dispute:
+    raw_id, request, commitments, output, slashed, rewarded, amount, opened_by, created = value
+    return Dispute.from_json(
+        {
+            "dispute_id": id_text(DISPUTE_ID_PREFIX, raw_id),
+            "order_id": order_id,
+            "request_digest": digest_text(request),
+            "commitments": [_b64(c) for c in commitments],
+            "output_digest": optional_digest(output),
+            "slashed": [id_text(MACHINE_ID_PREFIX, m) for m in slashed],
+            "rewarded": [id_text(MACHINE_ID_PREFIX, m) for m in rewarded],
+            "slashed_amount": amount,
+            "opened_by": address_text(opened_by),
+            "created_at": created,
+        }
+    )
+
+
+def timeout_record(order_id: str, value: tuple[Any, ...]) -> Timeout:
+    machine_id, request, amount, created = value
+    return Timeout.from_json(
+        {
+            "order_id": order_id,
+            "machine_id": id_text(MACHINE_ID_PREFIX, machine_id),
+            "request_digest": digest_text(request),
+            "amount": amount,
+            "created_at": created,
         }
     )
 

@@ -21,7 +21,7 @@ from cloister.errors import ConfigError
 from cloister.ledger.evm.toolchain import checkout_root, node_binary, node_modules
 
 CONTRACT = "Cloister"
-LIBRARIES = ("Accounts", "Machines", "Offers", "Orders", "Failover")
+LIBRARIES = ("Accounts", "Machines", "Offers", "Orders", "Failover", "Deployments", "Disputes")
 """The linked libraries that hold the transactions; deployed first, their addresses linked into the contract."""
 MAIN_SOURCE = "contracts/Cloister.sol"
 ARTIFACT = Path(__file__).with_name("artifacts") / f"{CONTRACT}.json"

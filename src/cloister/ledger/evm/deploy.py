@@ -113,7 +113,17 @@ def deploy(sender: Sender, deployer: LocalAccount, genesis: Genesis, registrar: 
             genesis.chain_id,
             parse_digest(genesis.hash),
             genesis.time,
-            (params.faucet_limit, params.heartbeat_timeout, params.min_provider_stake, params.challenge_ttl),
+            (
+                params.faucet_limit,
+                params.heartbeat_timeout,
+                params.min_provider_stake,
+                params.challenge_ttl,
+                params.min_serving_stake,
+                params.max_replicas,
+                params.dispute_slash_bps,
+                params.referee_share_bps,
+                params.timeout_slash_bps,
+            ),
             registrar,
         ],
     )

@@ -14,10 +14,17 @@ from typing import Any
 
 from cloister.errors import BadRequest, LedgerError
 from cloister.ledger.evm.abi import Abi
-from cloister.ledger.evm.codec import address_text, digest_text, id_text
+from cloister.ledger.evm.codec import address_text, digest_text, id_text, optional_digest, optional_text
 from cloister.ledger.evm.rpc import Rpc
 from cloister.ledger.protocol import EventPage, LedgerEvent
-from cloister.ledger.records import MACHINE_ID_PREFIX, OFFER_ID_PREFIX, OFFER_KINDS, ORDER_ID_PREFIX, VERDICTS
+from cloister.ledger.records import (
+    DISPUTE_ID_PREFIX,
+    MACHINE_ID_PREFIX,
+    OFFER_ID_PREFIX,
+    OFFER_KINDS,
+    ORDER_ID_PREFIX,
+    VERDICTS,
+)
 
 MAX_PAGE = 1000
 """Most events one call returns, as on the embedded ledger."""
@@ -35,6 +42,16 @@ def _offer(raw: bytes) -> str:
 
 def _order(raw: bytes) -> str:
     return id_text(ORDER_ID_PREFIX, raw)
+
+
+def _dispute(raw: bytes) -> str:
+    return id_text(DISPUTE_ID_PREFIX, raw)
+
+
+def _slashed(machine: bytes, provider: bytes, amount: int, dispute: bytes, request: bytes) -> dict[str, Any]:
+    """A zero dispute id marks a slash for a timeout (on the request digest)."""
+    reason = f"dispute {_dispute(dispute)}" if dispute != bytes(8) else f"timeout on {digest_text(request)}"
+    return {"machine_id": _machine(machine), "provider": address_text(provider), "amount": amount, "reason": reason}
 
 
 EVENTS: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
@@ -134,26 +151,139 @@ EVENTS: dict[str, tuple[str, Callable[..., dict[str, Any]]]] = {
     "Refund": ("refund", lambda o, to, amount: {"order_id": _order(o), "to": address_text(to), "amount": amount}),
     "OrderCompleted": (
         "order.completed",
-        lambda o, usage, report: {"order_id": _order(o), "usage_seconds": usage, "report_digest": digest_text(report)},
+        lambda o, usage, report, manifest, delivery: {
+            "order_id": _order(o),
+            "usage_seconds": usage,
+            "report_digest": digest_text(report),
+            "manifest_digest": optional_digest(manifest),
+            "delivery_uri": delivery,
+        },
     ),
     "OrderFailed": (
         "order.failed",
-        lambda o, m, reason: {"order_id": _order(o), "machine_id": _machine(m), "reason": reason},
+        lambda o, m, reason, delivery: {
+            "order_id": _order(o),
+            "machine_id": _machine(m),
+            "reason": reason,
+            "delivery_uri": optional_text(delivery),
+        },
     ),
     "OrderCancelled": ("order.cancelled", lambda o: {"order_id": _order(o)}),
     "OrderCheckpointed": (
         "order.checkpointed",
-        lambda o, m, step, usage, digest: {
+        lambda o, m, step, usage, digest, notice: {
             "order_id": _order(o),
             "machine_id": _machine(m),
             "step": step,
             "usage_seconds": usage,
             "checkpoint_digest": digest_text(digest),
+            "notice_uri": notice,
         },
     ),
     "OrderReassigned": (
         "order.reassigned",
-        lambda o, dead, new: {"order_id": _order(o), "from": _machine(dead), "to": _machine(new)},
+        lambda o, dead, new: {
+            "order_id": _order(o),
+            "from": _machine(dead),
+            "to": _machine(new) if new != bytes(8) else None,
+        },
+    ),
+    "ResumeGranted": (
+        "order.resume_granted",
+        lambda o, m, digest: {
+            "order_id": _order(o),
+            "machine_id": _machine(m),
+            "checkpoint_digest": digest_text(digest),
+        },
+    ),
+    "EndpointRegistered": (
+        "deployment.endpoint",
+        lambda o, m, url, key: {
+            "order_id": _order(o),
+            "machine_id": _machine(m),
+            "url": url,
+            "deployment_key": key.hex(),
+        },
+    ),
+    "DeploymentStopped": ("deployment.stopped", lambda o, seconds: {"order_id": _order(o), "serving_seconds": seconds}),
+    "CreditDeposited": (
+        "credit.deposited",
+        lambda o, user, amount, balance: {
+            "order_id": _order(o),
+            "user": address_text(user),
+            "amount": amount,
+            "balance": balance,
+        },
+    ),
+    "CreditWithdrawn": (
+        "credit.withdrawn",
+        lambda o, user, amount, balance: {
+            "order_id": _order(o),
+            "user": address_text(user),
+            "amount": amount,
+            "balance": balance,
+        },
+    ),
+    "UsageSettled": (
+        "usage.settled",
+        lambda o, user, tokens, charge, capped, receipts: {
+            "order_id": _order(o),
+            "user": address_text(user),
+            "tokens": tokens,
+            "charge": charge,
+            "capped": capped,
+            "receipts_digest": digest_text(receipts),
+        },
+    ),
+    "RevenueShared": (
+        "payment",
+        lambda o, to, amount, offer: {
+            "order_id": _order(o),
+            "to": address_text(to),
+            "amount": amount,
+            "reason": f"revenue share of offer {_offer(offer)}",
+        },
+    ),
+    "UsagePaid": (
+        "payment",
+        lambda o, to, amount: {
+            "order_id": _order(o),
+            "to": address_text(to),
+            "amount": amount,
+            "reason": f"usage of deployment {_order(o)}",
+        },
+    ),
+    "DisputeOpened": (
+        "dispute.opened",
+        lambda d, o, request, output, slashed, rewarded, amount, burned: {
+            "dispute_id": _dispute(d),
+            "order_id": _order(o),
+            "request_digest": digest_text(request),
+            "output_digest": optional_digest(output),
+            "slashed": [_machine(m) for m in slashed],
+            "rewarded": [_machine(m) for m in rewarded],
+            "slashed_amount": amount,
+            "burned": burned,
+        },
+    ),
+    "DisputeRewarded": (
+        "payment",
+        lambda o, to, amount, d, m: {
+            "order_id": _order(o),
+            "to": address_text(to),
+            "amount": amount,
+            "reason": f"dispute reward {_dispute(d)} for {_machine(m)}",
+        },
+    ),
+    "StakeSlashed": ("stake.slashed", _slashed),
+    "ReplicaTimedOut": (
+        "replica.timeout",
+        lambda o, m, request, amount: {
+            "order_id": _order(o),
+            "machine_id": _machine(m),
+            "request_digest": digest_text(request),
+            "amount": amount,
+        },
     ),
 }
 

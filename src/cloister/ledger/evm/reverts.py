@@ -30,18 +30,25 @@ from cloister.errors import (
 from cloister.ledger.envelope import Transaction
 from cloister.ledger.evm.codec import address_text, digest_text, id_text
 from cloister.ledger.genesis import ContractParams
+from cloister.ledger.queries import StateReader
 from cloister.ledger.records import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    FINETUNE,
+    INFERENCE,
     MACHINE_ID_PREFIX,
     MAX_AMOUNT,
+    MAX_SHARE_BPS,
     OFFER_ID_PREFIX,
     OFFER_KINDS,
     OPEN_ORDER_STATES,
     ORDER_ID_PREFIX,
+    ORDER_KINDS,
     ORDER_STATES,
     PENDING_GRANTS,
     READY,
     RUNNING,
-    Offer,
     account_key,
     machine_key,
     offer_key,
@@ -52,11 +59,11 @@ from cloister.ledger.records import (
 
 @dataclass(frozen=True)
 class Context:
-    """What wording a rejection needs: the transaction (absent for reads), parameters, and offer lookups."""
+    """What wording a rejection needs: the transaction (absent for reads), parameters, and the chain's records."""
 
     tx: Transaction | None
     params: ContractParams
-    offer: Callable[[str], Offer]
+    read: StateReader
 
 
 def _machine(raw: bytes) -> str:
@@ -114,7 +121,7 @@ def _not_found(kind: str) -> Callable[[Context, bytes], CloisterError]:
     return build
 
 
-_PURPOSES = ("this transfer", "this stake deposit", "this order's deposit")
+_PURPOSES = ("this transfer", "this stake deposit", "this order's deposit", "this credit deposit")
 _ACTIONS: dict[int, tuple[str, tuple[str, ...]]] = {
     0: ("granted or refused keys", (PENDING_GRANTS,)),
     1: ("started", (READY,)),
@@ -123,8 +130,40 @@ _ACTIONS: dict[int, tuple[str, tuple[str, ...]]] = {
     4: ("cancelled", (PENDING_GRANTS, READY)),
     5: ("checkpointed", (RUNNING,)),
     6: ("reassigned", OPEN_ORDER_STATES),
+    7: ("granted or refused keys", OPEN_ORDER_STATES),
+    8: ("given endpoints", (READY, RUNNING)),
+    9: ("have credit withdrawn", (COMPLETED, FAILED, CANCELLED)),
+    10: ("given a resume grant", (PENDING_GRANTS, READY)),
+    11: ("stopped", (READY, RUNNING)),
+    12: ("credited", (READY, RUNNING)),
 }
+_WHEN_WITHDRAWING, _WHEN_STOPPING = 9, 11
 _TO_RETIRE, _TO_GRANT = 0, 1
+_KIND_ACTIONS = {
+    "order.start": "started",
+    "order.complete": "completed",
+    "order.fail": "failed by a provider",
+    "order.checkpoint": "checkpointed",
+    "order.resume_grant": "resumed",
+    "deployment.endpoint": "served",
+    "deployment.stop": "stopped",
+    "credit.deposit": "credited",
+    "credit.withdraw": "credited",
+    "usage.settle": "billed",
+    "dispute.open": "disputed",
+    "replica.timeout": "given timeouts",
+}
+"""What each transaction that takes one kind of order does to it, as the Python contracts word it."""
+_GATEWAY_ACTIONS = {
+    "usage.settle": "settle its usage",
+    "dispute.open": "open disputes",
+    "replica.timeout": "report timeouts",
+}
+_OWNER_ACTIONS = (
+    "order {order} belongs to {owner}; only its owner can cancel it",
+    "deployment {order} belongs to {owner}; only its owner can stop it",
+    "order {order} belongs to {owner}; only its owner can grant its checkpoints",
+)
 
 
 def _balance_too_low(ctx: Context, purpose: int, raw: bytes, needed: int, balance: int) -> CloisterError:
@@ -149,13 +188,19 @@ def _not_assigned(ctx: Context, action: int, machine: bytes, order: bytes) -> Cl
 
 def _wrong_state(ctx: Context, order: bytes, state: int, action: int) -> CloisterError:
     verb, allowed = _ACTIONS[action]
+    if action == _WHEN_STOPPING and ORDER_STATES[state] == PENDING_GRANTS:
+        return InvalidState(f"deployment {_order(order)} still waits for grants; cancel it instead (order.cancel)")
+    if action == _WHEN_WITHDRAWING:
+        return InvalidState(
+            f"deployment {_order(order)} is {ORDER_STATES[state]}; unspent credit comes back once its owner stops it"
+        )
     return InvalidState(
         f"order {_order(order)} is {ORDER_STATES[state]}; it can only be {verb} when {' or '.join(allowed)}"
     )
 
 
 def _engine(ctx: Context, kind: int, raw: bytes, engine: bytes) -> CloisterError:
-    offer = ctx.offer(_offer(raw))
+    offer = ctx.read.offer(_offer(raw))
     return RestrictionViolated(
         f"{OFFER_KINDS[kind]} offer {offer.offer_id} ({offer.name}) lets only engines "
         f"{', '.join(offer.restrictions.engine_digests)} read it, not {digest_text(engine)}; "
@@ -166,7 +211,7 @@ def _engine(ctx: Context, kind: int, raw: bytes, engine: bytes) -> CloisterError
 
 
 def _lease(ctx: Context, kind: int, raw: bytes, most: int, lease: int) -> CloisterError:
-    offer = ctx.offer(_offer(raw))
+    offer = ctx.read.offer(_offer(raw))
     return RestrictionViolated(
         f"{OFFER_KINDS[kind]} offer {offer.offer_id} ({offer.name}) allows leases of at most "
         f"{most} hours, not {lease}; ask for a shorter lease",
@@ -182,6 +227,7 @@ def refusal_text(reason: int, offer: bytes, params: ContractParams) -> str:
         f"no heartbeat for over {params.heartbeat_timeout}s",
         "busy with another order",
         f"provider stake below {params.min_provider_stake}",
+        f"provider stake below {max(params.min_provider_stake, params.min_serving_stake)}",
         f"platform not allowed by offer {_offer(offer)}",
         f"region not allowed by offer {_offer(offer)}",
         "not in an active compute offer that accepts the order",
@@ -196,6 +242,38 @@ def _no_machine(ctx: Context, picked: int, needed: int, refusals: list[tuple[int
         + (f" (of the others: {reasons})" if reasons else " (no machines are registered)")
         + "; wait for a machine to free up or come back, or relax the order's restrictions",
         refusals=dict(counted),
+    )
+
+
+def _wrong_kind(ctx: Context, order: bytes, kind: int) -> CloisterError:
+    actual = ORDER_KINDS[kind]
+    action = _KIND_ACTIONS.get(ctx.tx.type, "used so") if ctx.tx else "used so"
+    hint = "deployment.endpoint and deployment.stop" if actual == INFERENCE else "the order.* transactions"
+    wanted = FINETUNE if actual == INFERENCE else INFERENCE
+    return InvalidTransaction(
+        f"order {_order(order)} is of kind {actual}; only {wanted} orders can be {action} (use {hint})"
+    )
+
+
+def _not_gateway(ctx: Context, order: bytes, gateway: bytes) -> CloisterError:
+    action = _GATEWAY_ACTIONS.get(ctx.tx.type, "do this") if ctx.tx else "do this"
+    return NotAuthorized(f"only deployment {_order(order)}'s gateway {address_text(gateway)} may {action}")
+
+
+def _grants_missing(ctx: Context, order: bytes, machine: bytes) -> CloisterError:
+    order_id, machine_id = _order(order), _machine(machine)
+    granted = {g.offer_id for g in ctx.read.grants(order_id) if g.machine_id == machine_id}
+    missing = [o for o in ctx.read.order(order_id).content_offers if o not in granted]
+    return InvalidState(
+        f"machine {machine_id} still waits for the keys of offer(s) {', '.join(missing)}; "
+        "publish its endpoint once every key is granted"
+    )
+
+
+def _stake_serving(ctx: Context, raw: bytes, stake: int, floor: int, orders: list[bytes]) -> CloisterError:
+    return InvalidState(
+        f"machines of {address_text(raw)} serve deployment {', '.join(sorted(_order(o) for o in orders))}, which "
+        f"needs {floor} units staked; withdraw at most {max(0, stake - floor)} until it ends"
     )
 
 
@@ -258,8 +336,8 @@ _BUILDERS: dict[str, Callable[..., CloisterError]] = {
         f"machine {_machine(machine)} belongs to provider {address_text(provider)}; send this from that account"
     ),
     "NotOfferOwner": _offer_owner,
-    "NotOrderOwner": lambda ctx, order, owner: NotAuthorized(
-        f"order {_order(order)} belongs to {address_text(owner)}; only its owner can cancel it"
+    "NotOrderOwner": lambda ctx, action, order, owner: NotAuthorized(
+        _OWNER_ACTIONS[action].format(order=_order(order), owner=address_text(owner))
     ),
     "OfferNotInOrder": lambda ctx, offer, order: NotAuthorized(
         f"offer {_offer(offer)} is not part of order {_order(order)}; grant or refuse only its offers"
@@ -305,9 +383,48 @@ _BUILDERS: dict[str, Callable[..., CloisterError]] = {
         check="challenge",
     ),
     "RegistrarSignatureInvalid": lambda ctx: VerificationFailed(
-        "the machine's appraisal is not signed by this network's attestation registrar; "
-        "have the registrar appraise the TCB (the ledger client needs the registrar key or service)",
+        "the machine's appraisal, endpoint or dispute is not signed by this network's attestation registrar; "
+        "have the registrar check it (the ledger client needs the registrar key or service)",
         check="registrar",
+    ),
+    "WrongOrderKind": _wrong_kind,
+    "TooManyReplicas": lambda ctx, replicas, limit: InvalidTransaction(
+        f"a deployment may ask for at most {limit} replicas, not {replicas}; ask for fewer"
+    ),
+    "SharesTooHigh": lambda ctx, shares: InvalidTransaction(
+        f"the revenue shares of this deployment's offers add up to {shares} basis points, more than "
+        f"{MAX_SHARE_BPS}; leave out an offer so that the shares fit in the price"
+    ),
+    "GrantsMissing": _grants_missing,
+    "DeploymentKeyMismatch": lambda ctx, order, machine, key: InvalidState(
+        f"machine {_machine(machine)} already published deployment key {key.hex()} for order {_order(order)}; "
+        "every replica serves with that one key (join the deployment vault)"
+    ),
+    "NotGateway": _not_gateway,
+    "NoSeat": lambda ctx, machine, order: NotAuthorized(
+        f"machine {_machine(machine)} was never assigned to deployment {_order(order)}; check the id"
+    ),
+    "DisputeExists": lambda ctx, order, request: RecordExists(
+        f"request {digest_text(request)} of order {_order(order)} was already disputed; see its record"
+    ),
+    "TimeoutExists": lambda ctx, order, machine, request: RecordExists(
+        f"machine {_machine(machine)} was already reported for request {digest_text(request)}"
+    ),
+    "ResumeGrantExists": lambda ctx, order, machine: RecordExists(
+        f"machine {_machine(machine)} already holds a resume grant for order {_order(order)}"
+    ),
+    "NoReleasedCheckpoint": lambda ctx, order: InvalidState(
+        f"order {_order(order)} left no checkpoint behind; there is nothing to resume from"
+    ),
+    "StakeServing": _stake_serving,
+    "CreditTooLow": lambda ctx, order, user, needed, balance: InsufficientFunds(
+        f"cannot withdraw {needed} units: {address_text(user)} has {balance} left on deployment {_order(order)}; "
+        "withdraw less",
+        needed=needed,
+        balance=balance,
+    ),
+    "CreditOverflow": lambda ctx, order, user: InvalidState(
+        f"the credit would exceed {MAX_AMOUNT} units; spend or withdraw some first"
     ),
 }
 

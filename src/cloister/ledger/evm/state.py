@@ -13,10 +13,20 @@ from typing import Any
 from cloister.errors import RecordNotFound
 from cloister.ledger.contracts.call import Stored
 from cloister.ledger.evm import codec
-from cloister.ledger.records import checkpoint_prefix, grant_prefix, refusal_prefix
 
 View = Callable[[str, tuple[Any, ...]], tuple[Any, ...]]
 BindingCheck = Callable[[str, bytes, bytes], None]
+
+_OF_ORDER: dict[str, tuple[str, Callable[[str, tuple[Any, ...]], Stored]]] = {
+    "grant": ("getGrants", codec.grant_record),
+    "refusal": ("getRefusals", codec.refusal_record),
+    "checkpoint": ("getCheckpoints", codec.checkpoint_record),
+    "resume": ("getResumeGrants", codec.resume_grant_record),
+    "endpoint": ("getEndpoints", codec.endpoint_record),
+    "dispute": ("getDisputes", codec.dispute_record),
+    "timeout": ("getTimeouts", codec.timeout_record),
+}
+"""Records kept per order (``<kind>/<order id>/…``): the view that lists them and how to read one."""
 
 
 class ChainState:
@@ -53,34 +63,31 @@ class ChainState:
             return codec.offer_record(self._view("getOffer", (codec.id_bytes(ident),))[0])
         if kind == "order":
             return codec.order_record(self._view("getOrder", (codec.id_bytes(ident),))[0])
+        if kind == "credit":
+            order_id, user = ident.split("/")
+            raw = codec.address_bytes(user)
+            return codec.credit_record(order_id, raw, self._view("getCredit", (codec.id_bytes(order_id), raw))[0])
+        if kind in _OF_ORDER:
+            key = f"{kind}/{ident}"
+            return next((r for r in self._of_order(kind, ident.split("/")[0]) if r.key == key), None)
         return None
+
+    def _of_order(self, kind: str, order_id: str) -> list[Stored]:
+        view, build = _OF_ORDER[kind]
+        (values,) = self._view(view, (codec.id_bytes(order_id),))
+        return [build(order_id, value) for value in values]
 
     def scan(self, prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
         records: list[Stored]
+        kind, _, rest = prefix.partition("/")
         if prefix == "machine/":
             records = [codec.machine_record(v) for v in self._view("getMachines", ())[0]]
         elif prefix == "offer/":
             records = [codec.offer_record(v) for v in self._view("getOffers", ())[0]]
         elif prefix == "order/":
             records = [codec.order_record(v) for v in self._view("getOrders", ())[0]]
-        elif prefix.startswith("grant/"):
-            order_id = prefix.split("/")[1]
-            if prefix != grant_prefix(order_id):
-                return
-            (values,) = self._view("getGrants", (codec.id_bytes(order_id),))
-            records = [codec.grant_record(order_id, v) for v in values]
-        elif prefix.startswith("refusal/"):
-            order_id = prefix.split("/")[1]
-            if prefix != refusal_prefix(order_id):
-                return
-            (values,) = self._view("getRefusals", (codec.id_bytes(order_id),))
-            records = [codec.refusal_record(order_id, v) for v in values]
-        elif prefix.startswith("checkpoint/"):
-            order_id = prefix.split("/")[1]
-            if prefix != checkpoint_prefix(order_id):
-                return
-            (values,) = self._view("getCheckpoints", (codec.id_bytes(order_id),))
-            records = [codec.checkpoint_record(order_id, v) for v in values]
+        elif kind in _OF_ORDER and rest.count("/") == 1 and rest.endswith("/"):
+            records = self._of_order(kind, rest[:-1])
         else:
             return
         yield from sorted(((r.key, r.to_json()) for r in records), key=lambda item: item[0])
