@@ -42,9 +42,11 @@ from cloister.ledger.wallet import Wallet
 from cloister.node.delivery import Delivery, OwnerCheckpoint, publish_delivery
 from cloister.node.platform import TeePlatform
 from cloister.node.resume import CheckpointNotice, publish_notice, resume_point
+from cloister.node.serving import ReplicaHost
 from cloister.runtime.checkpoints import ResumePoint, SealedCheckpoint
 from cloister.runtime.loader import CheckpointCallback, LoaderResult, TrustedLoader
 from cloister.runtime.metering import wall_seconds
+from cloister.runtime.serving import Fault
 from cloister.storage import BlobStore
 
 log = logging.getLogger("cloister.node")
@@ -89,6 +91,9 @@ class ProviderNode:
     run_timeout: float = 3600.0
     threads: int | None = None
     registration: Registration | None = None
+    fault: Fault = "none"
+    """Fault injection for demos and tests: how this machine's replicas misbehave (see ReplicaServer)."""
+    _host: ReplicaHost | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.wallet = Wallet(self.operator, self.ledger)
@@ -198,16 +203,41 @@ class ProviderNode:
             results.append(self.execute(order, resume=resume))
         return results
 
+    def replica_host(self) -> ReplicaHost:
+        """The deployments this machine serves (created on first use, once the machine is registered)."""
+        if self._host is None:
+            registration = self.registration
+            if registration is None:
+                raise ConfigError("the node has not registered its machine yet; call register() first")
+            self._host = ReplicaHost(
+                ledger=self.ledger,
+                store=self.store,
+                wallet=self.wallet,
+                loader_identity=self.loader,
+                machine_id=registration.machine_id,
+                tcb_id=registration.tcb_id,
+                folder=self.folder,
+                threads=self.threads,
+                fault=self.fault,
+            )
+        return self._host
+
     def serve(self, *, once: bool = False, poll_interval: float = 2.0, heartbeat_interval: float = 30.0) -> None:
-        """Register, then heart-beat and run ready orders until interrupted (or once, with ``once``)."""
+        """Register, then heart-beat, run ready fine-tunes and serve deployments until interrupted (or once)."""
         self.register()
         self.heartbeat()
-        with self.heartbeats(heartbeat_interval):
-            while True:
-                self.run_ready()
-                if once:
-                    return
-                time.sleep(poll_interval)
+        host = self.replica_host()
+        try:
+            with self.heartbeats(heartbeat_interval):
+                while True:
+                    self.run_ready()
+                    host.sync()
+                    if once:
+                        return
+                    time.sleep(poll_interval)
+        finally:
+            if not once:
+                host.close()
 
     def execute(self, order: Order, *, resume: ResumePoint | None = None) -> LoaderResult:
         """Start, run and settle one ready order; on any failure sign a failed report and fail the order.
