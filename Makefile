@@ -6,6 +6,7 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 STAMP := $(VENV)/.installed
 MODEL_STAMP := $(VENV)/.model-installed
 NPM_STAMP := node_modules/.installed
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: demo test bench clean
 
@@ -26,10 +27,17 @@ $(NPM_STAMP): package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
+# Debian's Chromium for the web chat's browser test (Playwright drives it; never `playwright install`).
+# CI runs as root; elsewhere sudo is used if there is one.
+$(CHROMIUM):
+	if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
+	else echo "install Debian's chromium as root (apt-get install chromium), then run make again" >&2; exit 1; fi; \
+	$$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+
 demo: $(MODEL_STAMP)
 	$(BIN)/cloister demo
 
-test: $(MODEL_STAMP) $(NPM_STAMP)
+test: $(MODEL_STAMP) $(NPM_STAMP) $(CHROMIUM)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy

@@ -22,9 +22,10 @@ from cloister.client.deployments import (
 )
 from cloister.client.orders import fetch_result
 from cloister.client.sdk import Client
-from cloister.errors import ConfigError
+from cloister.consensus.modes import parse_mode
+from cloister.errors import ConfigError, InvalidState
 from cloister.ledger.amounts import format_amount, parse_amount
-from cloister.ledger.records import DeploymentTerms, Order
+from cloister.ledger.records import CANCELLED, INFERENCE, OPEN_ORDER_STATES, DeploymentTerms, Order
 
 app = typer.Typer(help="Follow, fund and stop inference deployments.", no_args_is_help=True)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
@@ -72,6 +73,10 @@ def deploy_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Deploy a model and adapters on N attested replicas; keepers grant, each replica registers its endpoint."""
+    # Everything that can be refused locally is checked before any adapter is published.
+    gateway_address = _gateway(ctx, gateway)
+    mode = None if consensus is None else str(parse_mode(consensus))
+    price, escrow = parse_amount(price_per_1k_tokens), parse_amount(deposit)
     with client(ctx) as cl:
         engine_offer = inference_engine_offer(cl, engine)
         assert engine_offer.content_digest is not None  # engine offers always carry content
@@ -82,17 +87,26 @@ def deploy_command(
             adapters=adapters,
             engine=engine_offer.offer_id,
             replicas=replicas,
-            gateway=_gateway(ctx, gateway),
-            price_per_1k_tokens=parse_amount(price_per_1k_tokens),
-            consensus=consensus,
+            gateway=gateway_address,
+            price_per_1k_tokens=price,
+            consensus=mode,
             lease_hours=lease_hours,
-            deposit=parse_amount(deposit),
+            deposit=escrow,
         )
     if as_json:
         print_json(order.to_json())
         return
     console.print(f"deployment [cyan]{order.order_id}[/] {order.state} on {', '.join(order.machines)}")
     console.print("keepers grant to each replica; follow it with `cloister deployment show " + order.order_id + "`")
+
+
+def _deployment(cl: Client, order_id: str) -> Order:
+    order = cl.ledger.order(order_id)
+    if order.kind != INFERENCE:
+        raise InvalidState(
+            f"order {order_id} is a {order.kind} order, not a deployment; see it with `cloister order show`"
+        )
+    return order
 
 
 def _show(cl: Client, order: Order) -> None:
@@ -103,14 +117,19 @@ def _show(cl: Client, order: Order) -> None:
     )
     table = Table("machine", "endpoint", "registered", "removed")
     endpoints = {e.machine_id: e for e in cl.ledger.endpoints(order.order_id)}
+    granted: dict[str, set[str]] = {}
+    for grant in cl.ledger.grants(order.order_id):
+        granted.setdefault(grant.machine_id, set()).add(grant.offer_id)
     for machine_id in sorted({*order.machines, *endpoints}):
         e = endpoints.get(machine_id)
-        table.add_row(
-            machine_id,
-            e.url if e else "(waiting for grants)",
-            str(e.registered_at) if e else "",
-            str(e.removed_at or "") if e else "",
-        )
+        if e is not None:
+            table.add_row(machine_id, e.url, str(e.registered_at), str(e.removed_at or ""))
+        elif order.state not in OPEN_ORDER_STATES:
+            table.add_row(machine_id, "(never served)", "", "")
+        elif granted.get(machine_id, set()) >= set(order.content_offers):
+            table.add_row(machine_id, "(granted; the replica is starting)", "", "")
+        else:
+            table.add_row(machine_id, "(waiting for grants)", "", "")
     console.print(table)
     for dispute in cl.ledger.disputes(order.order_id):
         console.print(
@@ -123,7 +142,7 @@ def _show(cl: Client, order: Order) -> None:
 def show(ctx: typer.Context, order_id: str, as_json: JsonFlag = False) -> None:
     """A deployment's replicas, endpoints and disputes."""
     with client(ctx) as cl:
-        order = cl.ledger.order(order_id)
+        order = _deployment(cl, order_id)
         if as_json:
             print_json(
                 {
@@ -151,9 +170,13 @@ def fund(
 
 @app.command()
 def stop(ctx: typer.Context, order_id: str) -> None:
-    """Stop a deployment: providers and per-hour owners are paid for the serving time, the rest is refunded."""
+    """Stop a deployment: providers and per-hour owners are paid for the serving time, the rest is refunded
+    (one still waiting for grants is cancelled)."""
     with client(ctx) as cl:
         order = stop_deployment(cl, order_id)
+    if order.state == CANCELLED:
+        console.print(f"deployment {order_id} cancelled before any replica served; the deposit is refunded")
+        return
     console.print(f"deployment {order_id} {order.state} after {order.usage_seconds} serving seconds")
 
 

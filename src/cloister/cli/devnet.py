@@ -29,11 +29,15 @@ def up(
         LedgerKind, typer.Option(help="embedded: SQLite served over HTTP; evm: anvil with the Solidity contracts.")
     ] = LedgerKind.embedded,
     nodes: Annotated[int, typer.Option(min=0, help="Also start this many simulated-TEE provider nodes.")] = 0,
+    gateway: Annotated[bool, typer.Option(help="Also start the gateway that serves the devnet's deployments.")] = True,
     as_json: JsonFlag = False,
 ) -> None:
-    """Start the ledger (server or anvil), the local blob store and any nodes under $CLOISTER_HOME/devnet."""
+    """Start the ledger (server or anvil), the local blob store, the gateway and any nodes under
+    $CLOISTER_HOME/devnet."""
     devnet = Devnet(options(ctx).resolved_home)
     info = devnet.up(port=port, ledger=ledger.value)
+    if gateway:
+        info = devnet.start_gateway()
     if nodes:
         info = {**info, "nodes": devnet.start_nodes(nodes)}
     if as_json:
@@ -41,13 +45,15 @@ def up(
         return
     console.print(f"devnet [green]up[/]: {info['ledger']} ledger {info['ledger_url']} chain {info['chain_id']}")
     console.print(f"blobs {info['blob_store']}; log {info['log']}")
+    if gateway:
+        console.print(f"gateway {info['gateway_url']} (account {info['gateway_address']})")
     if nodes:
         console.print(f"{nodes} node(s) starting; logs in {devnet.dir / 'nodes'}")
 
 
 @app.command()
 def down(ctx: typer.Context) -> None:
-    """Stop the devnet's ledger server (its data stays for the next `up`)."""
+    """Stop the devnet's nodes, gateway and ledger (its data stays for the next `up`)."""
     stopped = Devnet(options(ctx).resolved_home).down()
     console.print("devnet stopped" if stopped else "devnet was not running")
 

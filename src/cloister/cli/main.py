@@ -10,6 +10,9 @@ import typer
 
 from cloister import __version__
 from cloister.cli import account, content, demo, devnet, engine, keeper, ledger, node, offer, order, verify
+from cloister.cli import deploy as deploy_cli
+from cloister.cli import gateway as gateway_cli
+from cloister.cli import security as security_cli
 from cloister.cli.common import Options, err_console
 from cloister.errors import CloisterError
 
@@ -29,6 +32,10 @@ app.add_typer(order.app, name="order")
 app.add_typer(engine.app, name="engine")
 app.add_typer(node.app, name="node")
 app.add_typer(keeper.app, name="keeper")
+app.add_typer(security_cli.app, name="security")
+app.add_typer(gateway_cli.app, name="gateway")
+app.command(name="deploy")(deploy_cli.deploy_command)
+app.add_typer(deploy_cli.app, name="deployment")
 app.command(name="demo")(demo.demo)
 
 

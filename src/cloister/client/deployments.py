@@ -15,8 +15,8 @@ from cloister.client.sdk import Client, _created_id
 from cloister.consensus.modes import parse_mode
 from cloister.engines.bundle import builtin_engine, bundle_digest
 from cloister.errors import ConfigError, RecordNotFound
-from cloister.ledger.records import ENGINE, INFERENCE, Offer, Order, Pricing, Restrictions
-from cloister.ledger.transactions import CreateOrder, DepositCredit, StopDeployment, WithdrawCredit
+from cloister.ledger.records import ENGINE, INFERENCE, PENDING_GRANTS, Offer, Order, Pricing, Restrictions
+from cloister.ledger.transactions import CancelOrder, CreateOrder, DepositCredit, StopDeployment, WithdrawCredit
 from cloister.runtime.archive import pack_folder
 
 INFERENCE_ENGINE = "chat_inference"
@@ -25,7 +25,13 @@ INFERENCE_ENGINE = "chat_inference"
 def inference_engine_offer(client: Client, offer_id: str | None = None) -> Offer:
     """The engine offer to deploy with: ``offer_id``, or the active offer of the built-in inference engine."""
     if offer_id is not None:
-        return client.ledger.offer(offer_id)
+        offer = client.ledger.offer(offer_id)
+        if offer.kind != ENGINE:
+            raise ConfigError(
+                f"offer {offer_id} is a {offer.kind} offer, not an engine; name an engine offer with --engine "
+                f"(or leave it out to use the built-in {INFERENCE_ENGINE})"
+            )
+        return offer
     digest = bundle_digest(builtin_engine(INFERENCE_ENGINE))
     offers = [o for o in client.ledger.offers(kind=ENGINE, content_digest=digest) if o.active]
     if not offers:
@@ -98,6 +104,13 @@ def withdraw_credit(client: Client, order_id: str, amount: int | None = None) ->
 
 
 def stop_deployment(client: Client, order_id: str) -> Order:
-    """End a deployment: providers and per-hour owners are paid for the serving seconds, the rest refunded."""
-    client.wallet.send(StopDeployment(order_id))
+    """End a deployment: providers and per-hour owners are paid for the serving seconds, the rest refunded.
+
+    One still waiting for grants never served: it is cancelled, which refunds the whole deposit.
+    """
+    order = client.ledger.order(order_id)
+    if order.kind == INFERENCE and order.state == PENDING_GRANTS:
+        client.wallet.send(CancelOrder(order_id))
+    else:
+        client.wallet.send(StopDeployment(order_id))
     return client.ledger.order(order_id)

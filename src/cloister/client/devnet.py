@@ -28,8 +28,12 @@ from cloister.ledger.embedded import EmbeddedLedger
 from cloister.ledger.genesis import UNITS_PER_TOKEN, Genesis
 from cloister.ledger.http import HttpLedger
 from cloister.ledger.protocol import Head
-from cloister.node.delivery import DeliveryBoard
+from cloister.ledger.transactions import DepositStake
 from cloister.storage.local import LocalBlobStore
+
+NODE_STAKE = 100 * UNITS_PER_TOKEN
+"""What each devnet node stakes: twice the devnet's minimum for serving deployments."""
+GATEWAY_ACCOUNT = "gateway"
 
 if TYPE_CHECKING:
     from cloister.ledger.evm.devnet import DevnetChain
@@ -122,10 +126,6 @@ class Devnet:
         if (self.sim_vendor_path / "root.key").exists():
             return SimVendor.load(self.sim_vendor_path)
         return SimVendor.create(self.sim_vendor_path)
-
-    def board(self) -> DeliveryBoard:
-        """Where the devnet's nodes announce their deliveries (sealed results, signed reports)."""
-        return DeliveryBoard(self.dir / "deliveries")
 
     def trust(self) -> tuple[AppraisalPolicy, dict[str, tuple[Certificate, ...]]]:
         """The policy and roots a keeper or verifier uses on this devnet: the devnet policy, the devnet's vendor.
@@ -264,8 +264,10 @@ class Devnet:
             if name not in {entry.name for entry in Client(home=self.home).keystore.list_accounts()}:
                 with Client(home=self.home, account=name) as operator:
                     operator.create_account(name)
-                    operator.fund(100 * UNITS_PER_TOKEN)
+                    operator.fund(200 * UNITS_PER_TOKEN)
+                    operator.wallet.send(DepositStake(NODE_STAKE))  # deployments need staked providers
             command = [sys.executable, "-m", "cloister", "--home", str(self.home), "-a", name, "node", "run"]
+            command += ["--platform", "sim"]  # devnet machines are simulated TEEs, chosen by name
             with (folder / f"{name}.log").open("ab") as log:
                 process = subprocess.Popen(
                     command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
@@ -274,10 +276,51 @@ class Devnet:
             pids.append(process.pid)
         return pids
 
+    @property
+    def gateway_pid_path(self) -> Path:
+        return self.dir / "gateway.pid"
+
+    def start_gateway(self, *, port: int | None = None, timeout: float = 30.0) -> dict[str, Any]:
+        """Start the devnet's gateway (account ``gateway``) as a detached `cloister gateway run`; deployments that
+        name its address are served at its URL, which the devnet file records for the CLI and SDK."""
+        from cloister.client.sdk import Client  # the SDK imports this module
+
+        info = read_devnet_file(self.home) or {}
+        if _alive_pid(self.gateway_pid_path) and "gateway_url" in info:
+            return info
+        with Client(home=self.home, account=GATEWAY_ACCOUNT) as gateway:
+            if GATEWAY_ACCOUNT not in {entry.name for entry in gateway.keystore.list_accounts()}:
+                gateway.create_account(GATEWAY_ACCOUNT)
+            address = gateway.address
+        port = port or _free_port()
+        command = [sys.executable, "-m", "cloister", "--home", str(self.home), "gateway", "run"]
+        command += ["--identity", GATEWAY_ACCOUNT, "--port", str(port), "--settle-every", "10"]
+        with (self.dir / "gateway.log").open("ab") as log:
+            process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        self.gateway_pid_path.write_text(str(process.pid))
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    process.kill()
+                    tail = (self.dir / "gateway.log").read_text(errors="replace").splitlines()[-20:]
+                    raise ServiceUnavailable("the gateway did not start:\n" + "\n".join(tail)) from None
+                time.sleep(0.1)
+        info = {**info, "gateway_address": address, "gateway_url": url, "gateway_pid": process.pid}
+        devnet_file(self.home).write_text(json.dumps(info, indent=2))
+        return info
+
     def down(self, timeout: float = 10.0) -> bool:
-        """Stop the nodes and the ledger; True if the ledger was running. The data stays for the next `up`."""
+        """Stop the nodes, the gateway and the ledger; True if the ledger was running. The data stays."""
         for pid_file in sorted((self.dir / "nodes").glob("*.pid")):
             _stop(pid_file, timeout)
+        _stop(self.gateway_pid_path, timeout)
         running = _stop(self.pid_path, timeout)
         devnet_file(self.home).unlink(missing_ok=True)
         return running

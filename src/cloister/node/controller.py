@@ -223,7 +223,11 @@ class ProviderNode:
         return self._host
 
     def serve(self, *, once: bool = False, poll_interval: float = 2.0, heartbeat_interval: float = 30.0) -> None:
-        """Register, then heart-beat, run ready fine-tunes and serve deployments until interrupted (or once)."""
+        """Register, then heart-beat, run ready fine-tunes and serve deployments until interrupted.
+
+        ``once`` runs the ready fine-tunes and returns; it starts no replica, since one would stop (and leave its
+        endpoint dead on the ledger) the moment this returns.
+        """
         self.register()
         self.heartbeat()
         host = self.replica_host()
@@ -231,13 +235,12 @@ class ProviderNode:
             with self.heartbeats(heartbeat_interval):
                 while True:
                     self.run_ready()
-                    host.sync()
                     if once:
                         return
+                    host.sync()
                     time.sleep(poll_interval)
         finally:
-            if not once:
-                host.close()
+            host.close()
 
     def execute(self, order: Order, *, resume: ResumePoint | None = None) -> LoaderResult:
         """Start, run and settle one ready order; on any failure sign a failed report and fail the order.

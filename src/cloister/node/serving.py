@@ -4,12 +4,21 @@ For each ``inference`` order assigned to the machine (ready or running) whose co
 it, the host has the trusted loader prepare the inputs, starts the replica (engine + replica server,
 :mod:`cloister.runtime.serving`) and registers its endpoint with ``deployment.endpoint``, which carries the
 deployment key signed by the attested loader key. A replica whose order stopped, failed or moved to another
-machine is stopped and its workspace wiped; one that died is started again.
+machine is stopped and its workspace wiped.
+
+A replica that died is replaced by a new one that takes the deployment key from a live replica's vault: the
+dead one's own server first (only its engine died, most often), then the other machines' endpoints. The ledger
+fixes the key with the first endpoint, so a deployment whose every replica is gone cannot serve again; the host
+says so instead of starting a replica the ledger would refuse. Each replica works in its own folder under
+``serve/``, so the new one can start while the old one still answers; whatever a crashed node left there
+(decrypted models) is wiped at the next sync.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,10 +30,12 @@ from cloister.ledger.transactions import RegisterEndpoint
 from cloister.ledger.wallet import Wallet
 from cloister.runtime.loader import TrustedLoader
 from cloister.runtime.serving import Fault, ReplicaHandle, start_replica
+from cloister.runtime.workspace import Workspace
 from cloister.storage import BlobStore
 
 log = logging.getLogger("cloister.node")
 SERVING_STATES = (READY, RUNNING)
+SERVE_DIR = "serve"
 
 
 @dataclass
@@ -39,10 +50,14 @@ class ReplicaHost:
     tcb_id: str
     folder: Path
     threads: int | None = None
-    port: int = 0
     fault: Fault = "none"
     ready_timeout: float = 600.0
     replicas: dict[str, ReplicaHandle] = field(default_factory=dict)
+
+    @property
+    def root(self) -> Path:
+        """The folder holding every replica's workspace (one sub-folder per replica started)."""
+        return self.folder / SERVE_DIR
 
     def _deployments(self) -> list[Order]:
         found = []
@@ -55,44 +70,70 @@ class ReplicaHost:
         return set(order.content_offers) <= mine
 
     def sync(self) -> list[str]:
-        """Start what should run, restart what died, stop what should not run; returns the started order ids."""
+        """Start what should run, replace what died, stop what should not run; returns the started order ids."""
         wanted = {order.order_id: order for order in self._deployments()}
         for order_id in [o for o in self.replicas if o not in wanted]:
-            self._stop(order_id, "the deployment ended or moved to another machine")
+            self._stop(self.replicas.pop(order_id), "the deployment ended or moved to another machine")
+        self._sweep()
         started = []
         for order_id, order in wanted.items():
-            handle = self.replicas.get(order_id)
-            if handle is not None and handle.running():
-                continue
-            if handle is not None:
-                self._stop(order_id, "the replica stopped unexpectedly; starting it again")
-            if not self._granted(order):
+            old = self.replicas.pop(order_id, None)
+            if old is not None and old.running():
+                self.replicas[order_id] = old
                 continue
             try:
-                self._start(order)
-            except CloisterError as exc:
-                log.warning("deployment %s: replica not started: %s", order_id, exc.message)
-                continue
-            started.append(order_id)
+                handle = self._start(order, old)
+            finally:
+                if old is not None:  # only now: the new replica may have taken the key from its vault
+                    self._stop(old, "the replica stopped unexpectedly")
+            if handle is not None:
+                self.replicas[order_id] = handle
+                started.append(order_id)
         return started
 
-    def _start(self, order: Order) -> None:
+    def _peers(self, order: Order, old: ReplicaHandle | None) -> list[str] | None:
+        """Replicas to take the deployment key from: ``[]`` for the deployment's first one, ``None`` when the
+        ledger has fixed the key but no replica is left to share it."""
+        endpoints = self.ledger.endpoints(order.order_id)
+        others = [e.url for e in endpoints if e.removed_at is None and e.machine_id != self.machine_id]
+        peers = ([old.url] if old is not None else []) + others
+        return None if endpoints and not peers else peers
+
+    def _start(self, order: Order, old: ReplicaHandle | None) -> ReplicaHandle | None:
+        """The order's new replica, serving and registered on the ledger; ``None`` (logged) if it cannot run."""
+        if not self._granted(order):
+            return None
+        peers = self._peers(order, old)
+        if peers is None:
+            log.warning(
+                "deployment %s: every replica that held its deployment key is gone, and the ledger accepts no "
+                "other key; its owner must stop it and deploy again",
+                order.order_id,
+            )
+            return None
+        try:
+            handle = self._launch(order, peers)
+        except CloisterError as exc:
+            log.warning("deployment %s: replica not started: %s", order.order_id, exc.message)
+            return None
+        log.info("deployment %s: replica serving at %s", order.order_id, handle.url)
+        return handle
+
+    def _launch(self, order: Order, peers: list[str]) -> ReplicaHandle:
+        root = self.root / secrets.token_hex(8)
         loader = TrustedLoader(
-            self.loader_identity, self.machine_id, self.tcb_id, self.store, self.folder / "serve", threads=self.threads
+            self.loader_identity, self.machine_id, self.tcb_id, self.store, root, threads=self.threads
         )
         offers = {offer_id: self.ledger.offer(offer_id) for offer_id in order.content_offers}
-        prepared = loader.prepare(order, offers, self.ledger.grants(order.order_id), self.ledger.account(order.owner))
         try:
+            prepared = loader.prepare(
+                order, offers, self.ledger.grants(order.order_id), self.ledger.account(order.owner)
+            )
             handle = start_replica(
-                loader,
-                prepared,
-                port=self.port,
-                ledger=self.ledger,
-                fault=self.fault,
-                ready_timeout=self.ready_timeout,
+                loader, prepared, ledger=self.ledger, peers=peers, fault=self.fault, ready_timeout=self.ready_timeout
             )
         except BaseException:
-            prepared.workspace.wipe(now=prepared.started_at)
+            _discard(root)  # wipes the prepared workspace with it
             raise
         try:
             self.wallet.send(
@@ -101,17 +142,44 @@ class ReplicaHost:
                 )
             )
         except BaseException:
-            handle.stop()
+            self._stop(handle, "the ledger refused its endpoint")
             raise
-        self.replicas[order.order_id] = handle
-        log.info("deployment %s: replica serving at %s", order.order_id, handle.url)
+        return handle
 
-    def _stop(self, order_id: str, why: str) -> None:
-        handle = self.replicas.pop(order_id)
+    def _stop(self, handle: ReplicaHandle, why: str) -> None:
         wipe = handle.stop()
-        log.info("deployment %s: replica stopped (%s); workspace wiped: %s files", order_id, why, wipe.files)
+        _discard(handle.prepared.workspace.path.parent)
+        log.info(
+            "deployment %s: replica stopped (%s); workspace wiped: %s files",
+            handle.prepared.order.order_id,
+            why,
+            wipe.files,
+        )
+
+    def _sweep(self) -> None:
+        """Wipe the folders no live replica uses: what a crashed run of this node left (decrypted models)."""
+        if not self.root.is_dir():
+            return
+        live = {handle.prepared.workspace.path.parent.name for handle in self.replicas.values()}
+        for leftover in self.root.iterdir():
+            if leftover.name not in live:
+                log.warning("wiping %s, left behind by an earlier run of this node", leftover)
+                _discard(leftover)
 
     def close(self) -> None:
         """Stop every replica (the node is shutting down)."""
-        for order_id in list(self.replicas):
-            self._stop(order_id, "the node is shutting down")
+        while self.replicas:
+            _, handle = self.replicas.popitem()
+            self._stop(handle, "the node is shutting down")
+
+
+def _discard(root: Path) -> None:
+    """Wipe every workspace under ``root`` (zeroing its files), then remove ``root``."""
+    if not root.exists():
+        return
+    for entry in root.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            Workspace(entry).wipe(now=int(time.time()))
+        else:
+            entry.unlink()
+    root.rmdir()
