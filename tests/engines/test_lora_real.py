@@ -1,4 +1,4 @@
-"""The LoRA engine on the real SmolLM2-135M-Instruct GGUF: the tuned model learns a fact the base model lacks."""
+"""The LoRA engine on the real SmolLM2-135M-Instruct GGUF: the tuned model learns facts the base model lacks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cloister.client.assets import demo_dataset_path, smollm2_path
+from cloister.client.assets import demo_datasets, smollm2_path
 from cloister.engines.bundle import builtin_engine
 from cloister.engines.job import JobSpec
 from cloister.engines.recipes import demo_finetune_params
@@ -20,7 +20,7 @@ def test_the_tuned_model_answers_a_held_out_question_the_base_model_cannot(tmp_p
     workspace = tmp_path / "workspace"
     workspace.mkdir(mode=0o700)
     job = JobSpec(
-        inputs={"model": (smollm2_path(),), "datasets": (demo_dataset_path(),)},
+        inputs={"model": (smollm2_path(),), "datasets": tuple(demo_datasets().values())},
         params=demo_finetune_params(),
         outputs_dir=workspace / "outputs",
         checkpoint_dir=workspace / "checkpoints",

@@ -11,7 +11,7 @@ from cloister.client.devnet import Devnet
 from cloister.ledger.amounts import parse_amount
 from cloister.node.controller import ProviderNode
 from cloister.node.keys import load_or_create_loader_identity
-from cloister.node.platform import SimPlatform
+from cloister.node.platform import PlatformChoice, SimPlatform, detect_platform
 
 app = typer.Typer(help="Run a provider node.", no_args_is_help=True)
 
@@ -24,21 +24,25 @@ def run(
     once: Annotated[bool, typer.Option("--once", help="Register, run what is ready, and exit.")] = False,
     poll: Annotated[float, typer.Option(help="Seconds between looks at the ledger.")] = 2.0,
     heartbeat: Annotated[float, typer.Option(help="Seconds between heartbeats.")] = 30.0,
+    platform: Annotated[
+        PlatformChoice,
+        typer.Option(help="The TEE to attest: auto = configfs-tsm if this is a confidential VM; sim on a devnet."),
+    ] = PlatformChoice.auto,
 ) -> None:
-    """Register this machine (simulated TEE on a devnet) and run the orders assigned to it until stopped."""
+    """Register this machine with attested evidence and run the orders assigned to it until stopped."""
     home = options(ctx).resolved_home
     devnet = Devnet(home)
     with client(ctx) as cl:
         name = cl.account_name or cl.keystore.default_account_name() or "node"
         folder = home / "nodes" / name
+        tee = detect_platform(platform, folder, sim=lambda: SimPlatform(devnet.sim_vendor(), f"{name}-chip"))
         node = ProviderNode(
             ledger=cl.ledger,
             store=cl.store,
             operator=cl.identity,
             loader=load_or_create_loader_identity(folder),
-            platform=SimPlatform(devnet.sim_vendor(), f"{name}-chip"),
+            platform=tee,
             folder=folder,
-            board=devnet.board(),
             region=region,
             price_per_hour=parse_amount(price_per_hour),
         )

