@@ -94,8 +94,9 @@ class Keystore:
     def _account_path(self, name: str) -> Path:
         return self.accounts_dir / f"{self.check_name(name)}.json"
 
-    def create_account(self, name: str) -> Identity:
-        """Generate keys for a new named account; the first account becomes the default."""
+    def create_account(self, name: str, *, service: bool = False) -> Identity:
+        """Generate keys for a new named account; the first account becomes the default, unless it is a
+        ``service`` account (a devnet's gateway or node), which a user never means by "my account"."""
         path = self._account_path(name)
         if path.exists():
             raise AccountExists(f"account {name!r} already exists in {self.home}")
@@ -108,7 +109,7 @@ class Keystore:
             "sealing_key": sealing.hex(),
         }
         write_private_file(path, json.dumps(body, indent=2).encode())
-        if self.default_account_name() is None:
+        if self.default_account_name() is None and not service:
             self.set_default_account(name)
         return identity
 

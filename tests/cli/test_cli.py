@@ -51,7 +51,7 @@ def test_commands_without_a_devnet_fail_with_a_hint(tmp_path: Path) -> None:
 
 def test_publish_list_download_verify_export(home: Path, tmp_path: Path) -> None:
     status = json.loads(run(home, "devnet", "status", "--json").stdout)
-    assert status["running"] and status["head"]["height"] == 0
+    assert status["running"] and status["head"]["height"] == 1, "the devnet's gateway registered its account"
 
     alice = json.loads(run(home, "account", "create", "alice", "--fund", "100", "--json").stdout)
     assert alice["balance"] == 100_000_000
@@ -104,7 +104,7 @@ def test_publish_list_download_verify_export(home: Path, tmp_path: Path) -> None
     assert not (tmp_path / "x").exists()
 
     verified = json.loads(run(home, "ledger", "verify", "--json").stdout)
-    assert verified["ok"] and verified["height"] == 4  # 2 registrations, 1 drip, 1 offer
+    assert verified["ok"] and verified["height"] == 5  # 3 registrations (gateway, alice, bob), 1 drip, 1 offer
     export = tmp_path / "log.jsonl"
     run(home, "ledger", "export", "-o", str(export))
     blocks = [json.loads(line) for line in export.read_text().splitlines()]

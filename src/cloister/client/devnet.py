@@ -263,7 +263,7 @@ class Devnet:
                 continue
             if name not in {entry.name for entry in Client(home=self.home).keystore.list_accounts()}:
                 with Client(home=self.home, account=name) as operator:
-                    operator.create_account(name)
+                    operator.create_account(name, service=True)
                     operator.fund(200 * UNITS_PER_TOKEN)
                     operator.wallet.send(DepositStake(NODE_STAKE))  # deployments need staked providers
             command = [sys.executable, "-m", "cloister", "--home", str(self.home), "-a", name, "node", "run"]
@@ -290,7 +290,7 @@ class Devnet:
             return info
         with Client(home=self.home, account=GATEWAY_ACCOUNT) as gateway:
             if GATEWAY_ACCOUNT not in {entry.name for entry in gateway.keystore.list_accounts()}:
-                gateway.create_account(GATEWAY_ACCOUNT)
+                gateway.create_account(GATEWAY_ACCOUNT, service=True)
             address = gateway.address
         port = port or _free_port()
         command = [sys.executable, "-m", "cloister", "--home", str(self.home), "gateway", "run"]

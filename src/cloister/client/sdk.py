@@ -122,9 +122,10 @@ class Client:
 
     # --- accounts -------------------------------------------------------------------------------------------
 
-    def create_account(self, name: str) -> TxReceipt:
-        """Create keys for ``name`` locally and register its public keys on the ledger."""
-        identity = self.keystore.create_account(name)
+    def create_account(self, name: str, *, service: bool = False) -> TxReceipt:
+        """Create keys for ``name`` locally and register its public keys on the ledger (``service``: see
+        :meth:`Keystore.create_account`)."""
+        identity = self.keystore.create_account(name, service=service)
         self.account_name, self._identity, self._wallet = name, identity, None
         keyring = getattr(self._ledger, "keyring", None)
         if keyring is not None:  # an EVM ledger signs with each identity's Ethereum key
