@@ -47,6 +47,7 @@ bench: $(STAMP) $(NPM_STAMP)
 	$(BIN)/python bench/aead.py
 	$(BIN)/python bench/ledger.py
 	$(BIN)/python bench/ledger_evm.py
+	$(BIN)/python bench/inference.py --model tiny
 	cd bench && ../$(BIN)/python attest.py
 
 clean:

@@ -29,7 +29,7 @@ from cloister.engines.runner import start_engine
 QUESTION = "Write a short story about a dragon who learns to cook."
 
 
-def _tiny_model(folder: Path) -> Path:
+def tiny_model(folder: Path) -> Path:
     from cloister.engines.tiny import make_tiny_model
 
     lines = demo_dataset_path().read_text(encoding="utf-8").splitlines()
@@ -120,7 +120,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="inference-engine-") as scratch:
         root = Path(scratch)
-        model = smollm2_path() if args.model == "real" else _tiny_model(root)
+        model = smollm2_path() if args.model == "real" else tiny_model(root)
         results = in_process(model, args.tokens, args.runs, args.threads)
         results.update(over_http(model, args.tokens, args.runs, args.threads, root))
     baseline = results["model.generate (in process)"]
