@@ -22,9 +22,10 @@ from rich.rule import Rule
 from rich.table import Table
 
 from cloister.cli.common import console, progress_bars
+from cloister.cli.demo_serve import ServeStory, serve
 from cloister.cli.devnet import LedgerKind
 from cloister.cli.offer import offers_table
-from cloister.client.assets import demo_dataset_path, smollm2_path
+from cloister.client.assets import demo_datasets, smollm2_path
 from cloister.client.devnet import Devnet
 from cloister.client.keeper import Keeper
 from cloister.client.orders import create_order, fetch_result
@@ -34,6 +35,7 @@ from cloister.engines.recipes import demo_finetune_params
 from cloister.errors import NotAuthorized
 from cloister.ledger.amounts import format_amount, parse_amount
 from cloister.ledger.records import Pricing, Restrictions
+from cloister.ledger.transactions import DepositStake
 from cloister.ledger.verify import verify_ledger
 from cloister.node.controller import ProviderNode
 from cloister.node.keys import load_or_create_loader_identity
@@ -48,6 +50,7 @@ ROLES = {
     "node-1": "provider",
     "node-2": "provider",
     "node-3": "provider",
+    "dave": "end user",
 }
 TEE_PLATFORMS = ("sim", "snp", "tdx")
 
@@ -75,21 +78,12 @@ class Phases:
         return table
 
 
-def _split_dataset(root: Path) -> tuple[Path, Path]:
-    """The shipped support log, split between the two data owners: each holds half of the facts."""
-    lines = demo_dataset_path().read_text().splitlines()
-    halves = (root / "clinic-notes.jsonl", root / "lab-notes.jsonl")
-    halves[0].write_text("\n".join(lines[0::2]) + "\n")
-    halves[1].write_text("\n".join(lines[1::2]) + "\n")
-    return halves
-
-
 def _order_params() -> dict[str, Any]:
     """The tested recipe; floats travel as decimal strings because canonical JSON has none."""
     return {k: (repr(v) if isinstance(v, float) else v) for k, v in demo_finetune_params().items()}
 
 
-def _show_answers(metrics: dict[str, Any]) -> None:
+def _show_answers(metrics: dict[str, Any]) -> str:
     evaluation = metrics.get("evaluation", {})
     rows = evaluation.get("questions", [])
     # Prefer a question the tuned model gets right and the base model does not; else the biggest gain in recall.
@@ -110,6 +104,17 @@ def _show_answers(metrics: dict[str, Any]) -> None:
         f"over {len(rows)} held-out questions, word recall {base.get('recall')} → {tuned.get('recall')}, "
         f"token F1 {base.get('f1')} → {tuned.get('f1')}"
     )
+    return str(best["question"]) if best is not None else str(demo_finetune_params()["eval_questions"][0]["question"])
+
+
+def _payments(clients: dict[str, Client], before: dict[str, int]) -> None:
+    table = Table("account", "role", "before", "after", "change")
+    for name, cl in clients.items():
+        after = cl.account().balance
+        table.add_row(
+            name, ROLES[name], format_amount(before[name]), format_amount(after), format_amount(after - before[name])
+        )
+    console.print(table)
 
 
 def demo(
@@ -159,7 +164,7 @@ def demo(
                     restrictions=Restrictions(TEE_PLATFORMS, (), (), 24),
                 )
             datasets = []
-            for owner, path in zip(("clinic", "lab"), _split_dataset(root), strict=True):
+            for owner, path in demo_datasets().items():
                 datasets.append(
                     clients[owner].publish(
                         "dataset", path, pricing=Pricing("fixed", parse_amount(5), 0), restrictions=only_lora
@@ -169,6 +174,7 @@ def demo(
         with phase("4. providers register attested machines"):
             policy, roots = devnet.trust()
             nodes: dict[str, ProviderNode] = {}
+            node_names: dict[str, str] = {}
             for name in ("node-1", "node-2", "node-3"):
                 folder = root / "nodes" / name
                 node = ProviderNode(
@@ -178,12 +184,13 @@ def demo(
                     loader=load_or_create_loader_identity(folder),
                     platform=SimPlatform(devnet.sim_vendor(), f"{name}-chip"),
                     folder=folder,
-                    board=devnet.board(),
                     price_per_hour=parse_amount(1),
                     threads=2,
                 )
                 registration = node.register()
+                clients[name].wallet.send(DepositStake(parse_amount(100)))  # serving deployments needs a stake
                 nodes[registration.machine_id] = node
+                node_names[registration.machine_id] = name
                 console.print(f"{name}: machine {registration.machine_id} (TCB {registration.tcb_id[:23]}…)")
             console.print(offers_table(carol.ledger.offers()))
             before = {name: cl.account().balance for name, cl in clients.items()}
@@ -215,25 +222,35 @@ def demo(
 
         with phase("8. the developer verifies and opens the result"):
             out = root / "result"
-            result = fetch_result(carol, order.order_id, out, board=devnet.board(), policy=policy, roots=roots)
+            result = fetch_result(carol, order.order_id, out, policy=policy, roots=roots)
             for item in result.verified.checklist.items:
                 console.print(("[green]✓[/] " if item.passed else "[red]✗[/] ") + f"{item.name} {item.detail}")
-            _show_answers(json.loads((out / "metrics.json").read_text()))
+            question = _show_answers(json.loads((out / "metrics.json").read_text()))
             provider = next(cl for cl in clients.values() if cl.address == nodes[machine].operator.address)
             try:
-                fetch_result(provider, order.order_id, root / "x", board=devnet.board(), policy=policy, roots=roots)
+                fetch_result(provider, order.order_id, root / "x", policy=policy, roots=roots)
             except NotAuthorized as refused:
                 console.print(f"the provider is refused the adapter: [yellow]{refused.message}[/]")
 
         with phase("9. payments from escrow"):
-            table = Table("account", "role", "before", "after", "change")
-            for name, cl in clients.items():
-                after = cl.account().balance
-                change = after - before[name]
-                table.add_row(
-                    name, ROLES[name], format_amount(before[name]), format_amount(after), format_amount(change)
-                )
-            console.print(table)
+            _payments(clients, before)
+
+        serving = ServeStory(
+            root=root,
+            devnet=devnet,
+            clients=clients,
+            nodes=nodes,
+            node_names=node_names,
+            model_offer=model_offer,
+            adapter_dir=out / "adapter",
+            question=question,
+            policy=policy,
+            roots=roots,
+            phase=phase,
+        )
+        before_serving = serve(serving)
+        with phase("15. payments for serving: end user → developer, providers and model owner per hour"):
+            _payments(clients, before_serving)
             if ledger is LedgerKind.embedded:
                 audit = verify_ledger(devnet.db_path)
                 console.print(f"ledger replayed from genesis: {audit.height} blocks, head {audit.head_hash}")
