@@ -1,9 +1,10 @@
-"""`cloister demo`: the fine-tuning story on one machine, in a throw-away home, narrated step by step.
+"""`cloister demo`: the fine-tuning and serving story on one machine, in a throw-away home, narrated step by step.
 
 A model owner leases SmolLM2-135M per hour; two data owners each publish private data that only the LoRA engine
 may read; three providers register simulated-TEE machines; a developer orders fine-tuning; every owner's keeper
 appraises the assigned machine and grants; the machine's trusted loader trains; the developer gets the adapter
-with a verified report and manifest, and everyone is paid from escrow.
+with a verified report and manifest, and everyone is paid from escrow. Then the tuned model is served
+(:mod:`cloister.cli.demo_serve`).
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ def demo(
     keep: Annotated[bool, typer.Option(help="Keep the devnet running and its folder afterwards.")] = False,
     ledger: Annotated[LedgerKind, typer.Option(help="The devnet's ledger.")] = LedgerKind.embedded,
 ) -> None:
-    """Run the fine-tuning story end to end on the real SmolLM2-135M, and print what each party can verify."""
+    """Fine-tune and serve the real SmolLM2-135M end to end, and print what each party can verify."""
     model = smollm2_path()
     owned = home is None
     root = Path(tempfile.mkdtemp(prefix="cloister-demo-")) if home is None else home

@@ -20,7 +20,13 @@ from rich.table import Table
 from cloister.attest.der import Certificate
 from cloister.attest.policy import AppraisalPolicy
 from cloister.cli.common import console
-from cloister.client.deployments import deploy, fund_deployment, publish_adapter, stop_deployment
+from cloister.client.deployments import (
+    deploy,
+    fund_deployment,
+    publish_adapter,
+    stop_deployment,
+    withdraw_credit,
+)
 from cloister.client.devnet import Devnet
 from cloister.client.keeper import Keeper
 from cloister.client.sdk import Client
@@ -210,4 +216,6 @@ def serve(story: ServeStory) -> dict[str, int]:
             console.print(f"dave's credit: {format_amount(credit.spent)} spent, {format_amount(credit.balance)} left")
             stopped = stop_deployment(clients["carol"], order.order_id)
             console.print(f"deployment {stopped.order_id} {stopped.state} after {stopped.usage_seconds} s of serving")
+            returned = withdraw_credit(dave, order.order_id)
+            console.print(f"dave takes back the unspent credit: {format_amount(returned)}")
     return before
