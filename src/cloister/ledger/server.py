@@ -23,10 +23,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from cloister.crypto.canonical import loads
-from cloister.errors import BadRequest, CloisterError, InvalidTransaction, MalformedInput, PayloadTooLarge
+from cloister.errors import BadRequest, CloisterError, InvalidTransaction, MalformedInput
 from cloister.ledger.embedded import EmbeddedLedger
 from cloister.ledger.envelope import SignedTransaction
 from cloister.ledger.records import JsonRecord
+from cloister.net import read_body
 
 DEFAULT_PORT = 8545
 DEFAULT_MAX_BODY = 1 << 20
@@ -102,25 +103,6 @@ class _Query:
         return value in ("true", "1")
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused as soon as it is known to exceed ``limit`` (declared or counted)."""
-    declared = request.headers.get("content-length")
-    too_large = f"the request body is larger than this server accepts ({limit} bytes); send a smaller one"
-    if declared is not None:
-        if not declared.isascii() or not declared.isdigit():
-            raise BadRequest(f"Content-Length {declared!r} is not a number")
-        if int(declared) > limit:
-            raise PayloadTooLarge(too_large, limit=limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(too_large, limit=limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _parse_signed(body: bytes, content_type: str) -> SignedTransaction:
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise BadRequest(f"send the transaction as application/json, not {content_type or 'no content type'!r}")
@@ -152,7 +134,7 @@ class _Api:
 
     async def submit(self, request: Request) -> Any:
         _Query(request)
-        body = await _read_body(request, self.max_body_bytes)
+        body = await read_body(request, self.max_body_bytes)
         signed = _parse_signed(body, request.headers.get("content-type", ""))
         return (await run_in_threadpool(self.ledger.submit, signed)).to_json()
 

@@ -14,7 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from cloister.crypto.canonical import loads
-from cloister.errors import BadRequest, CloisterError, MalformedInput, PayloadTooLarge, ReplicaError
+from cloister.errors import BadRequest, CloisterError, MalformedInput, ReplicaError
+from cloister.net import read_body
 
 DONE = b"data: [DONE]\n\n"
 
@@ -30,17 +31,9 @@ def error_response(error: CloisterError, status: int | None = None) -> JSONRespo
 
 async def read_json(request: Request, limit: int) -> Any:
     """The body parsed as JSON (duplicate keys and deep nesting refused), at most ``limit`` bytes of it."""
-    too_large = f"the request body is larger than this replica accepts ({limit} bytes); send a shorter one"
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(too_large, limit=limit)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(too_large, limit=limit)
+    body = await read_body(request, limit)
     try:
-        return loads(bytes(body))
+        return loads(body)
     except MalformedInput as exc:
         raise BadRequest(f"the request body is not JSON: {exc.message}") from None
 
